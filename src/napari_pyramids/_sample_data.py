@@ -1,0 +1,93 @@
+"""Sample data: a synthetic two-channel OME-Zarr image with level 0 only, written to disk.
+
+The image looks like fluorescence microscopy (smooth nuclei and a membrane-like network with
+shot noise), so mean, median and mode give visibly different pyramids.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+CHANNELS = (("nuclei", "00FFFF"), ("membranes", "FF00FF"))
+
+
+def sample_planes(size: int, depth: int, seed: int = 0) -> np.ndarray:
+    """CZYX uint16 planes with smooth structures and Poisson noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    data = np.empty((len(CHANNELS), depth, size, size), dtype=np.uint16)
+    centres = rng.random((40, 2), dtype=np.float32)
+    radii = rng.uniform(0.02, 0.06, size=40).astype(np.float32)
+    for z in range(depth):
+        phase = z / max(depth, 1)
+        nuclei = np.full((size, size), 100.0, dtype=np.float32)
+        for (cy, cx), r in zip(centres, radii, strict=True):
+            d2 = (yy - cy) ** 2 + (xx - cx - 0.02 * phase) ** 2
+            nuclei += 1500.0 * np.exp(-d2 / (2 * r * r))
+        membranes = 150.0 + 900.0 * (
+            np.abs(np.sin(25 * xx + 3 * phase) * np.cos(19 * yy - 2 * phase)) > 0.92
+        )
+        data[0, z] = rng.poisson(nuclei).astype(np.uint16)
+        data[1, z] = rng.poisson(membranes).astype(np.uint16)
+    return data
+
+
+def write_sample_image(
+    path: str | os.PathLike[str], *, zarr_format: int = 2, size: int = 2048, depth: int = 4
+) -> Path:
+    """Write the sample image (level 0 only, NGFF 0.4 or 0.5) and return its path."""
+    path = Path(path)
+    data = sample_planes(size, depth)
+    group = zarr.open_group(path, mode="w-", zarr_format=zarr_format)
+    extra = {"dimension_names": ["c", "z", "y", "x"]} if zarr_format == 3 else {}
+    if zarr_format == 2:
+        extra["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+    array = group.create_array(
+        "0", shape=data.shape, chunks=(1, 1, 512, 512), dtype=data.dtype, **extra
+    )
+    array[:] = data
+    axes = [
+        {"name": "c", "type": "channel"},
+        {"name": "z", "type": "space", "unit": "micrometer"},
+        {"name": "y", "type": "space", "unit": "micrometer"},
+        {"name": "x", "type": "space", "unit": "micrometer"},
+    ]
+    multiscale = {
+        "name": "sample",
+        "axes": axes,
+        "datasets": [
+            {
+                "path": "0",
+                "coordinateTransformations": [{"type": "scale", "scale": [1.0, 2.0, 0.5, 0.5]}],
+            }
+        ],
+    }
+    omero = {
+        "channels": [
+            {
+                "label": label,
+                "color": color,
+                "active": True,
+                "window": {"start": 0, "end": 2000, "min": 0, "max": 65535},
+            }
+            for label, color in CHANNELS
+        ]
+    }
+    if zarr_format == 2:
+        group.attrs.update({"multiscales": [{"version": "0.4", **multiscale}], "omero": omero})
+    else:
+        group.attrs.update(
+            {"ome": {"version": "0.5", "multiscales": [multiscale], "omero": omero}}
+        )
+    return path
+
+
+def temporary_sample_image(zarr_format: int = 2, size: int = 2048) -> Path:
+    """Write the sample image into a new temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="napari-pyramids-sample-"))
+    return write_sample_image(folder / "sample.ome.zarr", zarr_format=zarr_format, size=size)

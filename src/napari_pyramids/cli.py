@@ -1,0 +1,168 @@
+"""``napari-pyramids build | info | sample | gui``: a thin shell over the core engine.
+
+Every refusal is one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .core.downsample import EDGES, METHODS
+from .core.errors import BuildCancelled, PyramidError
+
+EXIT_BAD_INPUT = 2
+EXIT_CANCELLED = 130
+
+
+def _chunks(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers such as 1,1,512,512"
+        ) from None
+
+
+def _levels(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer or 'auto'") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-pyramids",
+        description="Build multiscale pyramids for OME-Zarr images in place.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="write the lower-resolution levels of an image")
+    build.add_argument("zarrurl", help="path of the OME-Zarr image group")
+    build.add_argument(
+        "--levels", type=_levels, default="auto",
+        help="total number of levels including level 0, or 'auto' (until the smallest level "
+        "is about 256 px in Y and X; default)",
+    )  # fmt: skip
+    build.add_argument("--factor", type=int, default=2, help="Y/X coarsening per level (2)")
+    build.add_argument("--z-factor", type=int, default=1, help="Z coarsening per level (1)")
+    build.add_argument(
+        "--method", choices=METHODS, default=None,
+        help="reducer; default mean for intensity images, mode for label images",
+    )  # fmt: skip
+    build.add_argument(
+        "--chunks", type=_chunks, default=None, help="chunk shape, e.g. 1,1,512,512"
+    )
+    build.add_argument("--edge", choices=EDGES, default="trim", help="border windows (trim)")
+    build.add_argument("--overwrite", action="store_true", help="replace existing levels")
+    build.add_argument("--memory", default=None, help="memory budget, e.g. 512MiB (256MiB)")
+    build.add_argument("--workers", type=int, default=None, help="parallel blocks (CPU cores)")
+    build.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help="run the blocks on a dask.distributed scheduler, e.g. tcp://10.0.0.1:8786",
+    )  # fmt: skip
+    build.add_argument(
+        "--not-labels", action="store_true",
+        help="treat an image detected as labels as an intensity image (allows mean)",
+    )  # fmt: skip
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    info = commands.add_parser("info", help="print the levels of an image")
+    info.add_argument("zarrurl", help="path of the OME-Zarr image group")
+
+    sample = commands.add_parser("sample", help="write a sample image (level 0 only)")
+    sample.add_argument("output", help="path of the new image group")
+    sample.add_argument(
+        "--format", type=int, choices=(2, 3), default=2, help="zarr format: 2 (NGFF 0.4) or 3"
+    )
+    sample.add_argument("--size", type=int, default=2048, help="Y and X size (2048)")
+
+    gui = commands.add_parser("gui", help="open napari with the Pyramid Builder")
+    gui.add_argument("path", nargs="?", help="image to open; default: the sample image")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except PyramidError as exc:
+        print(f"napari-pyramids: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (BuildCancelled, KeyboardInterrupt):
+        print("napari-pyramids: cancelled; the image is unchanged", file=sys.stderr)
+        return EXIT_CANCELLED
+
+
+def _build(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .core.engine import iter_build
+    from .core.image import open_image
+    from .core.plan import auto_num_levels, level_factors
+
+    levels: Any = args.levels
+    if levels == "auto":
+        image = open_image(args.zarrurl)
+        levels = auto_num_levels(image, level_factors(image, args.factor, args.z_factor))
+    build = iter_build(
+        args.zarrurl,
+        scheduler=args.scheduler,
+        num_levels=levels,
+        coarsening_xy=args.factor,
+        coarsening_z=args.z_factor,
+        method=args.method,
+        edge=args.edge,
+        chunksize=args.chunks,
+        overwrite=args.overwrite,
+        labels=False if args.not_labels else None,
+        memory_budget=args.memory,
+        workers=args.workers,
+    )
+    bar = None
+    try:
+        for step in build:
+            if bar is None and not args.quiet:
+                bar = tqdm(total=step.total, unit="block", desc="building", file=sys.stderr)
+            if bar is not None:
+                bar.update(step.done - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+        build.close()
+    return _info(args)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .core.info import describe_image
+
+    print(describe_image(args.zarrurl))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from ._sample_data import write_sample_image
+
+    path = write_sample_image(args.output, zarr_format=args.format, size=args.size)
+    print(path)
+    return 0
+
+
+def _gui(args: argparse.Namespace) -> int:
+    from ._launch import open_viewer
+
+    open_viewer(args.path)
+    return 0
+
+
+_COMMANDS = {"build": _build, "info": _info, "sample": _sample, "gui": _gui}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The library entry points: ``build_pyramid`` (seed-compatible) and ``lazy_pyramid``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import dask.array as da
+
+from .engine import iter_build, run_build
+from .image import open_image
+from .lazy import lazy_levels, open_level
+from .plan import PyramidPlan, choose_method, level_factors, level_shapes
+
+
+def build_pyramid(
+    *,
+    zarrurl: str | os.PathLike[str],
+    overwrite: bool = False,
+    num_levels: int = 2,
+    coarsening_xy: int = 2,
+    chunksize: Sequence[int] | None = None,
+    aggregation_function: Callable[..., Any] | None = None,
+    open_array_kwargs: Mapping[str, Any] | None = None,
+    coarsening_z: int = 1,
+    method: str | None = None,
+    edge: str = "trim",
+    labels: bool | None = None,
+    memory_budget: int | str | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: Callable[[], bool] | Any | None = None,
+    scheduler: str | None = None,
+    executor: Executor | None = None,
+) -> PyramidPlan:
+    """Build and write the lower-resolution levels of an OME-Zarr image, in place.
+
+    Keyword-compatible with ``fractal_tasks_core.pyramids.build_pyramid`` (1.x): same
+    parameters and defaults. Beyond it, it writes the ``multiscales`` metadata, reads level 0
+    once for all levels, keeps memory within a budget, and never leaves a half-built image.
+
+    Parameters
+    ----------
+    zarrurl
+        Path of the image group (e.g. ``"plate.zarr/B/03/0"``), not of a level.
+    overwrite
+        Replace existing levels (listed in the metadata or present on disk). Without it, an
+        existing level is refused with a ValueError naming it and nothing changes.
+    num_levels
+        Total number of levels, including level 0.
+    coarsening_xy
+        Integer factor (>= 2) between consecutive levels along Y and X.
+    chunksize
+        Chunk shape of the new levels (clipped to each level's shape); default: level 0's.
+    aggregation_function
+        A callable ``func(x, axis=tuple)`` as in the seed (``numpy.mean`` and friends map to
+        the built-in methods). Mutually exclusive with ``method``.
+    open_array_kwargs
+        Seed compatibility: ``write_empty_chunks``, ``fill_value`` and (zarr v2)
+        ``dimension_separator`` for the new levels.
+    coarsening_z
+        Integer factor (>= 1) along Z, for isotropic 3D pyramids.
+    method
+        ``"mean"`` (default for intensity images), ``"median"``, ``"min"``, ``"max"``,
+        ``"mode"`` (default for label images) or ``"nearest"``. Integer mean and median are
+        computed exactly and rounded to nearest, ties to even.
+    edge
+        ``"trim"`` (the seed's behaviour) drops border pixels that do not fill a window;
+        ``"keep"`` reduces partial border windows over the pixels they have.
+    labels
+        Whether the image holds labels; default: detected from the metadata. Mean and median
+        on labels are refused unless ``labels=False`` says the image is not a label image.
+    memory_budget
+        Bytes (or a string like ``"512MiB"``) the build may use for its blocks; default 256 MiB.
+    workers
+        Parallel block tasks; default: the usable CPU cores.
+    progress
+        Called with ``(blocks_done, blocks_total)`` after every block.
+    cancel
+        A callable returning True (or a ``threading.Event`` set) to stop between blocks;
+        the build then raises :class:`BuildCancelled` and the image is unchanged.
+    scheduler, executor
+        Run the block tasks on a dask.distributed scheduler at this address, or on any
+        ``concurrent.futures.Executor``. An active ``distributed.Client`` is used by default.
+
+    Returns
+    -------
+    PyramidPlan
+        What was built: every level's path, shape, chunks, scale and translation.
+
+    Raises
+    ------
+    PyramidError
+        (a ValueError) for every bad input, before anything is written.
+    ImageBusyError
+        If another build of the same image is running.
+    BuildCancelled
+        If ``cancel`` stopped the build.
+    """
+    build = iter_build(
+        zarrurl,
+        executor=executor,
+        scheduler=scheduler,
+        num_levels=num_levels,
+        coarsening_xy=coarsening_xy,
+        coarsening_z=coarsening_z,
+        method=method,
+        aggregation_function=aggregation_function,
+        edge=edge,
+        chunksize=chunksize,
+        overwrite=overwrite,
+        labels=labels,
+        memory_budget=memory_budget,
+        workers=workers,
+        open_array_kwargs=open_array_kwargs,
+    )
+    return run_build(build, progress=progress, cancel=cancel)
+
+
+def lazy_pyramid(
+    *,
+    zarrurl: str | os.PathLike[str],
+    num_levels: int = 2,
+    coarsening_xy: int = 2,
+    coarsening_z: int = 1,
+    method: str | None = None,
+    aggregation_function: Callable[..., Any] | None = None,
+    edge: str = "trim",
+    labels: bool | None = None,
+) -> list[da.Array]:
+    """The pyramid ``build_pyramid`` would write, as lazy dask arrays; nothing is written.
+
+    Level 0 is read from disk; every other level is computed on demand, chunk by chunk, with
+    the same reducers as the build, so each value equals the one the build would store.
+    Parameters are those of :func:`build_pyramid`.
+    """
+    image = open_image(zarrurl)
+    _, aggregation = choose_method(image, method, aggregation_function, labels)
+    factors = level_factors(image, coarsening_xy, coarsening_z)
+    shapes = level_shapes(image, num_levels, factors, edge)
+    level0 = open_level(image, image.level0.path)
+    return lazy_levels(level0, factors, len(shapes), aggregation, edge)

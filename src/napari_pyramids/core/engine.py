@@ -1,0 +1,279 @@
+"""The executor: block tasks on threads or a dask.distributed cluster, with progress and cancel.
+
+Each block task reads one block of its stage's source level once, coarsens it level after
+level in memory, and writes every level's whole chunks (shards) that the block covers. Blocks
+of one stage never share an output chunk, so tasks need no coordination; stages run one after
+the other because a later stage reads what an earlier one wrote.
+
+The build is a generator (:func:`iter_build`) yielding :class:`Progress` after every block,
+so a caller can show progress and stop it between blocks; closing the generator cancels the
+build and leaves the image exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.storage import LocalStore
+
+from .downsample import coarsen
+from .errors import BuildCancelled, PyramidError
+from .image import OmeZarrImage, open_image
+from .metadata import group_document_with, multiscale_with_levels
+from .plan import PyramidPlan, Stage, plan_pyramid
+from .store import BuildFolder, ImageLock, encode_json, recover, storage_error
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a build is: ``done`` of ``total`` blocks, in ``phase``."""
+
+    done: int
+    total: int
+    phase: str  # "writing", "publishing" or "done"
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """Everything a worker (thread or remote process) needs to run the blocks of one stage."""
+
+    stage: Stage
+    source: str
+    targets: tuple[str, ...]
+    factors: tuple[tuple[int, ...], ...]
+    relative: tuple[tuple[int, ...], ...]
+    aggregation: str | Callable[..., Any]
+    edge: str
+    write_empty_chunks: bool
+
+
+@functools.lru_cache(maxsize=32)
+def _open_array(path: str, writable: bool, write_empty_chunks: bool) -> zarr.Array:
+    store = LocalStore(path, read_only=not writable)
+    return zarr.open_array(
+        store=store,
+        mode="r+" if writable else "r",
+        config={"write_empty_chunks": write_empty_chunks},
+    )
+
+
+def run_block(task: BlockTask, index: int) -> int:
+    """Read block ``index`` of the stage's source once and write its part of every level."""
+    region = task.stage.region(index)
+    block = np.asarray(_open_array(task.source, False, False)[region])
+    for target, factors, relative in zip(task.targets, task.factors, task.relative, strict=True):
+        block = coarsen(block, factors, task.aggregation, task.edge)
+        out = tuple(
+            slice(r.start // f, r.start // f + n)
+            for r, f, n in zip(region, relative, block.shape, strict=True)
+        )
+        _open_array(target, True, task.write_empty_chunks)[out] = block
+    return index
+
+
+def block_tasks(plan: PyramidPlan, folder: BuildFolder) -> list[BlockTask]:
+    """The stage tasks of a plan, reading level 0 in place and writing into ``folder``."""
+    tasks = []
+    for stage in plan.stages:
+        if stage.source == 0:
+            source = str(plan.image.root / plan.levels[0].path)
+        else:
+            source = str(folder.level_path(stage.source))
+        base = plan.levels[stage.source].cumulative
+        tasks.append(
+            BlockTask(
+                stage=stage,
+                source=source,
+                targets=tuple(str(folder.level_path(k)) for k in stage.targets),
+                factors=tuple(plan.levels[k].factors for k in stage.targets),
+                relative=tuple(
+                    tuple(c // b for c, b in zip(plan.levels[k].cumulative, base, strict=True))
+                    for k in stage.targets
+                ),
+                aggregation=plan.aggregation,
+                edge=plan.edge,
+                write_empty_chunks=plan.write_empty_chunks,
+            )
+        )
+    return tasks
+
+
+def active_client() -> Any | None:
+    """The dask.distributed client of this process, if one is active."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def make_executor(workers: int, scheduler: str | None = None) -> Iterator[Executor]:
+    """Threads by default; a dask.distributed cluster when a client is active or named."""
+    if scheduler is not None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise PyramidError(
+                "a scheduler address needs dask.distributed: pip install distributed"
+            ) from None
+        with Client(scheduler) as client:
+            yield client.get_executor(pure=False)
+        return
+    client = active_client()
+    if client is not None:
+        yield client.get_executor(pure=False)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pyramid") as pool:
+        yield pool
+
+
+def run_tasks(
+    executor: Executor, tasks: list[BlockTask], in_flight: int
+) -> Generator[int, None, None]:
+    """Run every block of every stage, at most ``in_flight`` at once; yield after each block.
+
+    Closing the generator stops submitting, cancels what has not started and waits for the
+    blocks already running, so nothing writes into the build folder once it returns.
+    """
+    for task in tasks:
+        pending: set[Future[int]] = set()
+        submitted = 0
+        try:
+            while submitted < task.stage.n_blocks or pending:
+                while submitted < task.stage.n_blocks and len(pending) < in_flight:
+                    pending.add(executor.submit(run_block, task, submitted))
+                    submitted += 1
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()
+                    yield 1
+        finally:
+            for future in pending:
+                future.cancel()
+            wait(pending)
+
+
+def _intermediate_document(plan: PyramidPlan) -> bytes:
+    """The metadata listing only level 0: what readers see while old levels move aside."""
+    image = plan.image
+    if not image.has_multiscales:
+        return encode_json(image.group_document)
+    multiscale = dict(image.multiscale)
+    multiscale["datasets"] = [image.multiscale["datasets"][0]]
+    return encode_json(group_document_with(image, multiscale))
+
+
+def final_document(plan: PyramidPlan) -> bytes:
+    """The image's metadata document listing every level of the plan."""
+    multiscale = multiscale_with_levels(plan.image, plan.datasets(), plan.provenance)
+    return encode_json(group_document_with(plan.image, multiscale))
+
+
+def _extra_files(image: OmeZarrImage) -> list[tuple[str, bytes]]:
+    """Group metadata a bare v2 array folder lacks to be a valid group."""
+    if image.zarr_format == 2:
+        return [(".zgroup", encode_json({"zarr_format": 2}))]
+    return []
+
+
+def iter_build(
+    zarrurl: str | Path,
+    *,
+    executor: Executor | None = None,
+    scheduler: str | None = None,
+    **params: Any,
+) -> Generator[Progress, None, PyramidPlan]:
+    """Build a pyramid, yielding progress after each block; returns the plan it carried out.
+
+    ``params`` are those of :func:`~napari_pyramids.core.plan.plan_pyramid`. The image is
+    planned (every input checked) before anything is written, then locked, cleared of any
+    interrupted build, planned again under the lock, written, and published. Closing the
+    generator early cancels the build and restores the image.
+    """
+    plan = plan_pyramid(open_image(zarrurl), **params)
+    if not plan.new_levels:
+        return plan
+    root = plan.image.root
+    build_id = uuid.uuid4().hex[:12]
+    with ImageLock(root, build_id):
+        recover(root)
+        plan = plan_pyramid(open_image(root), **params)
+        folder = BuildFolder(root, build_id, plan.image.metadata_file)
+        published = False
+        try:
+            folder.create()
+            yield from _write_levels(plan, folder, executor, scheduler)
+            yield Progress(plan.total_blocks, plan.total_blocks, "publishing")
+            aside = [*plan.replaced, *(p for p in plan.dropped if os.path.lexists(root / p))]
+            folder.publish(
+                new_levels=[(lv.index, lv.path) for lv in plan.new_levels],
+                aside=aside,
+                intermediate=_intermediate_document(plan) if aside else None,
+                final=final_document(plan),
+                extra_files=_extra_files(plan.image),
+            )
+            published = True
+        except OSError as exc:
+            raise storage_error(exc, root) from exc
+        finally:
+            if not published and folder.path.exists():
+                # Undo whatever part of the publish happened, then drop the build folder.
+                recover(root)
+        folder.remove()
+    yield Progress(plan.total_blocks, plan.total_blocks, "done")
+    return plan
+
+
+def _write_levels(
+    plan: PyramidPlan, folder: BuildFolder, executor: Executor | None, scheduler: str | None
+) -> Generator[Progress, None, None]:
+    for level in plan.new_levels:
+        folder.write_level_document(level.index, level.document, plan.image.zarr_format)
+    tasks = block_tasks(plan, folder)
+    done, total = 0, plan.total_blocks
+    yield Progress(done, total, "writing")
+    context = (
+        contextlib.nullcontext(executor) if executor else make_executor(plan.workers, scheduler)
+    )
+    with context as pool:
+        for _ in run_tasks(pool, tasks, in_flight=plan.workers):
+            done += 1
+            yield Progress(done, total, "writing")
+
+
+def run_build(
+    gen: Generator[Progress, None, PyramidPlan],
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: Callable[[], bool] | Any | None = None,
+) -> PyramidPlan:
+    """Drive :func:`iter_build` to the end, reporting progress and honouring ``cancel``.
+
+    ``cancel`` is a callable returning True to stop, or anything with ``is_set()`` such as a
+    :class:`threading.Event`; it is checked after every block.
+    """
+    should_stop = cancel.is_set if hasattr(cancel, "is_set") else cancel
+    try:
+        while True:
+            step = next(gen)
+            if progress is not None and step.phase == "writing":
+                progress(step.done, step.total)
+            if should_stop is not None and step.phase == "writing" and should_stop():
+                gen.close()
+                raise BuildCancelled("the build was cancelled; the image is unchanged")
+    except StopIteration as stop:
+        return stop.value

@@ -1,0 +1,525 @@
+"""An OME-Zarr image on disk, read strictly from its metadata documents.
+
+We parse ``.zattrs``/``.zarray`` (zarr v2, NGFF 0.4) and ``zarr.json`` (zarr v3, NGFF 0.5)
+ourselves rather than through zarr so that every malformed or hostile entry gets one clear
+error naming it, and so that new levels can be described by editing level 0's own metadata
+document (same codecs, fill value, separators and dimension names by construction).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import PyramidError
+from .paths import check_level_path, image_root, read_json
+
+# Above this many voxels a shape is not an image anyone acquired but broken metadata
+# (2**48 voxels is 512 TiB of uint16).
+MAX_VOXELS = 2**48
+SUPPORTED_NGFF = {2: "0.4", 3: "0.5"}
+_V3_DTYPES = {
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64",
+}  # fmt: skip
+_DEFAULT_AXES = {
+    2: ("y", "x"),
+    3: ("z", "y", "x"),
+    4: ("c", "z", "y", "x"),
+    5: ("t", "c", "z", "y", "x"),
+}
+_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One NGFF axis."""
+
+    name: str
+    type: str | None = None
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """A stored array as its metadata document describes it."""
+
+    path: str
+    zarr_format: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    document: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def write_unit(self) -> tuple[int, ...]:
+        """The smallest region that can be written without touching a neighbour's bytes."""
+        return self.shards or self.chunks
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def codec_summary(self) -> str:
+        """A short human description of how chunks are encoded."""
+        doc = self.document
+        if self.zarr_format == 2:
+            comp = doc.get("compressor")
+            name = comp.get("id", "?") if isinstance(comp, dict) else "none"
+            if isinstance(comp, dict) and comp.get("cname"):
+                name += f"-{comp['cname']}"
+            filters = doc.get("filters") or []
+            names = [f.get("id", "?") for f in filters if isinstance(f, dict)]
+            return "+".join([*names, name])
+        names = []
+        for codec in doc.get("codecs", []):
+            if codec.get("name") == "sharding_indexed":
+                inner = codec.get("configuration", {}).get("codecs", [])
+                names.append("shard[" + "+".join(c.get("name", "?") for c in inner) + "]")
+            else:
+                names.append(codec.get("name", "?"))
+        return "+".join(names)
+
+
+@dataclass(frozen=True)
+class OmeZarrImage:
+    """An image group: its metadata document, axes, level paths and level 0."""
+
+    root: Path
+    zarr_format: int
+    ngff_version: str
+    metadata_file: str
+    group_document: dict[str, Any] = field(repr=False, compare=False)
+    multiscale: dict[str, Any] = field(repr=False, compare=False)
+    has_multiscales: bool
+    axes: tuple[Axis, ...]
+    level_paths: tuple[str, ...]
+    level_scales: tuple[tuple[float, ...], ...]
+    level0: ArrayInfo
+    translation0: tuple[float, ...]
+    is_label: bool
+
+    @property
+    def ndim(self) -> int:
+        return len(self.axes)
+
+    @property
+    def scale0(self) -> tuple[float, ...]:
+        return self.level_scales[0]
+
+    def axis_index(self, name: str) -> int | None:
+        """Index of the axis called ``name`` (case-insensitive), or None."""
+        for i, axis in enumerate(self.axes):
+            if axis.name.lower() == name:
+                return i
+        return None
+
+    @property
+    def yx_axes(self) -> tuple[int, int]:
+        """Indices of the Y and X axes, from the axis names, else the last two space axes."""
+        y, x = self.axis_index("y"), self.axis_index("x")
+        if y is not None and x is not None:
+            return y, x
+        space = [i for i, a in enumerate(self.axes) if a.type == "space"]
+        if len(space) < 2:
+            raise PyramidError(
+                f"{self.root}: cannot tell which axes are Y and X from the axes "
+                f"{[a.name for a in self.axes]}; name them 'y' and 'x' in the multiscales "
+                "metadata"
+            )
+        return space[-2], space[-1]
+
+    @property
+    def z_axis(self) -> int | None:
+        """Index of the Z axis, if the image has one."""
+        z = self.axis_index("z")
+        if z is not None:
+            return z
+        space = [i for i, a in enumerate(self.axes) if a.type == "space"]
+        return space[-3] if len(space) >= 3 else None
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The group's user attributes (``.zattrs`` or ``zarr.json['attributes']``)."""
+        if self.zarr_format == 2:
+            return self.group_document
+        return self.group_document.get("attributes", {})
+
+    @property
+    def ome_attributes(self) -> dict[str, Any]:
+        """Where the NGFF keys live: the attributes (0.4) or their ``ome`` member (0.5)."""
+        attrs = self.attributes
+        if self.zarr_format == 3:
+            return attrs.get("ome", {})
+        return attrs
+
+
+def open_image(zarrurl: str | os.PathLike[str]) -> OmeZarrImage:
+    """Read an OME-Zarr image group's metadata and level 0, checking every entry.
+
+    Parameters
+    ----------
+    zarrurl
+        Path of the image group (the folder holding ``.zattrs`` or ``zarr.json``).
+
+    Returns
+    -------
+    OmeZarrImage
+        The parsed image. A group that holds only a bare array ``0`` and no multiscales
+        metadata is described with guessed axes (see :func:`default_axes`).
+
+    Raises
+    ------
+    PyramidError
+        If the folder is not a zarr group, its metadata is malformed, or level 0 is missing
+        or unsupported.
+    """
+    root = image_root(zarrurl)
+    zarr_format, metadata_file, document = _read_group_document(root)
+    attrs = document if zarr_format == 2 else document.get("attributes", {})
+    if not isinstance(attrs, dict):
+        raise PyramidError(f"{root / metadata_file}: attributes must be a JSON object")
+    ome = attrs
+    if zarr_format == 3 and "ome" in attrs:
+        ome = attrs["ome"]
+        if not isinstance(ome, dict):
+            raise PyramidError(f"{root / metadata_file}: 'ome' must be a JSON object")
+    elif zarr_format == 3 and "multiscales" in attrs:
+        raise PyramidError(
+            f"{root / metadata_file}: a zarr v3 group with NGFF 0.4-style 'multiscales' at "
+            "the top of its attributes; NGFF 0.5 keeps them under 'ome'. Fix the metadata."
+        )
+
+    if "multiscales" in ome:
+        multiscale, version = _first_multiscale(root, metadata_file, ome, zarr_format)
+        level_paths, scales, translation0 = _datasets(root, multiscale)
+        axes_json = multiscale.get("axes")
+        has_multiscales = True
+    else:
+        if _array_format(root / "0") is None:
+            raise PyramidError(
+                f"{root} has no multiscales metadata and no array '0': it is not an OME-Zarr "
+                "image. Pass the image group (e.g. plate.zarr/B/03/0), not a plate or well."
+            )
+        multiscale, version, axes_json = {}, SUPPORTED_NGFF[zarr_format], None
+        level_paths, scales, translation0 = ("0",), None, None
+        has_multiscales = False
+
+    level0 = read_array_info(root, level_paths[0], zarr_format)
+    ndim = len(level0.shape)
+    if not 2 <= ndim <= 5:
+        raise PyramidError(
+            f"{root}/{level0.path} has {ndim} dimensions; OME-Zarr images have 2 to 5 "
+            "(t, c, z, y, x). Nothing was written."
+        )
+    axes = _axes(root, axes_json, ndim) if has_multiscales else default_axes(ndim)
+    if scales is None:
+        scales = ((1.0,) * ndim,)
+    for i, scale in enumerate(scales):
+        if len(scale) != ndim:
+            raise PyramidError(
+                f"{root}: dataset {level_paths[i]!r} has a scale of length {len(scale)} but "
+                f"the image has {ndim} axes. Fix the coordinateTransformations."
+            )
+    if translation0 is None:
+        translation0 = (0.0,) * ndim
+    elif len(translation0) != ndim:
+        raise PyramidError(
+            f"{root}: dataset {level_paths[0]!r} has a translation of length "
+            f"{len(translation0)} but the image has {ndim} axes"
+        )
+    return OmeZarrImage(
+        root=root,
+        zarr_format=zarr_format,
+        ngff_version=version,
+        metadata_file=metadata_file,
+        group_document=document,
+        multiscale=multiscale,
+        has_multiscales=has_multiscales,
+        axes=axes,
+        level_paths=level_paths,
+        level_scales=scales,
+        level0=level0,
+        translation0=translation0,
+        is_label=_is_label(root, ome),
+    )
+
+
+def default_axes(ndim: int) -> tuple[Axis, ...]:
+    """Axes guessed for a bare array: yx, zyx, czyx or tczyx by number of dimensions."""
+    return tuple(Axis(name, _AXIS_TYPES[name]) for name in _DEFAULT_AXES[ndim])
+
+
+def _read_group_document(root: Path) -> tuple[int, str, dict[str, Any]]:
+    v3 = read_json(root / "zarr.json", "group metadata")
+    if v3 is not None:
+        if not isinstance(v3, dict):
+            raise PyramidError(f"{root / 'zarr.json'} must hold a JSON object")
+        if v3.get("node_type") == "array":
+            raise PyramidError(
+                f"{root} is a zarr array, not an image group: pass its parent folder"
+            )
+        if v3.get("zarr_format") != 3 or v3.get("node_type") != "group":
+            raise PyramidError(
+                f"{root / 'zarr.json'} is not zarr v3 group metadata (needs zarr_format 3 "
+                "and node_type 'group')"
+            )
+        return 3, "zarr.json", v3
+    if read_json(root / ".zarray", "array metadata") is not None:
+        raise PyramidError(f"{root} is a zarr array, not an image group: pass its parent folder")
+    zgroup = read_json(root / ".zgroup", "group metadata")
+    zattrs = read_json(root / ".zattrs", "group attributes")
+    if zgroup is None and zattrs is None:
+        if _array_format(root / "0") is not None:
+            # A bare array without group metadata: treat the folder as a v2/v3 group.
+            fmt = _array_format(root / "0")
+            return fmt, (".zattrs" if fmt == 2 else "zarr.json"), _empty_group(fmt)
+        raise PyramidError(
+            f"{root} is not a zarr group (no zarr.json, .zgroup or .zattrs): pass the folder "
+            "of an OME-Zarr image"
+        )
+    if zgroup is not None and (not isinstance(zgroup, dict) or zgroup.get("zarr_format") != 2):
+        raise PyramidError(f"{root / '.zgroup'} is not zarr v2 group metadata")
+    if zattrs is None:
+        zattrs = {}
+    if not isinstance(zattrs, dict):
+        raise PyramidError(f"{root / '.zattrs'} must hold a JSON object")
+    return 2, ".zattrs", zattrs
+
+
+def _empty_group(zarr_format: int) -> dict[str, Any]:
+    if zarr_format == 2:
+        return {}
+    return {"zarr_format": 3, "node_type": "group", "attributes": {}}
+
+
+def _array_format(folder: Path) -> int | None:
+    if (folder / "zarr.json").is_file():
+        return 3
+    if (folder / ".zarray").is_file():
+        return 2
+    return None
+
+
+def _first_multiscale(
+    root: Path, metadata_file: str, ome: dict[str, Any], zarr_format: int
+) -> tuple[dict[str, Any], str]:
+    where = f"{root / metadata_file}"
+    multiscales = ome["multiscales"]
+    if not isinstance(multiscales, list) or not multiscales:
+        raise PyramidError(f"{where}: 'multiscales' must be a non-empty list")
+    multiscale = multiscales[0]
+    if not isinstance(multiscale, dict):
+        raise PyramidError(f"{where}: multiscales[0] must be a JSON object")
+    version = ome.get("version") if zarr_format == 3 else multiscale.get("version")
+    if version != SUPPORTED_NGFF[zarr_format]:
+        raise PyramidError(
+            f"{where}: NGFF version {version!r} in a zarr v{zarr_format} group is not "
+            f"supported; napari-pyramids writes NGFF 0.4 (zarr v2) and 0.5 (zarr v3). "
+            "Convert the image first (e.g. with ome-zarr-py or ngff-zarr)."
+        )
+    return multiscale, version
+
+
+def _number_list(value: Any, where: str, positive: bool) -> tuple[float, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    ):
+        raise PyramidError(f"{where} must be a list of numbers, got {str(value)[:80]}")
+    numbers = tuple(float(v) for v in value)
+    if not all(math.isfinite(v) for v in numbers) or (positive and min(numbers, default=1) <= 0):
+        raise PyramidError(f"{where} must hold finite{' positive' if positive else ''} numbers")
+    return numbers
+
+
+def _datasets(
+    root: Path, multiscale: dict[str, Any]
+) -> tuple[tuple[str, ...], tuple[tuple[float, ...], ...], tuple[float, ...] | None]:
+    datasets = multiscale.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise PyramidError(f"{root}: multiscales[0].datasets must be a non-empty list")
+    paths, scales, translation0 = [], [], None
+    for i, ds in enumerate(datasets):
+        what = f"{root}: multiscales[0].datasets[{i}]"
+        if not isinstance(ds, dict):
+            raise PyramidError(f"{what} must be a JSON object")
+        paths.append(check_level_path(ds.get("path"), what))
+        transforms = ds.get("coordinateTransformations")
+        if not isinstance(transforms, list) or not transforms:
+            raise PyramidError(f"{what}.coordinateTransformations must be a non-empty list")
+        scale = None
+        for t in transforms:
+            if not isinstance(t, dict):
+                raise PyramidError(f"{what}.coordinateTransformations entries must be objects")
+            if t.get("type") == "scale":
+                scale = _number_list(t.get("scale"), f"{what} scale", positive=True)
+            elif t.get("type") == "translation" and i == 0:
+                translation0 = _number_list(t.get("translation"), f"{what} translation", False)
+        if scale is None:
+            raise PyramidError(f"{what} has no scale transformation")
+        scales.append(scale)
+    duplicates = sorted({p for p in paths if paths.count(p) > 1})
+    if duplicates:
+        raise PyramidError(
+            f"{root}: multiscales[0].datasets lists the path(s) {duplicates} more than once; "
+            "each level needs its own array. Fix the metadata."
+        )
+    return tuple(paths), tuple(scales), translation0
+
+
+def _axes(root: Path, axes_json: Any, ndim: int) -> tuple[Axis, ...]:
+    where = f"{root}: multiscales[0].axes"
+    if axes_json is None:
+        raise PyramidError(f"{where} is missing; NGFF 0.4/0.5 images must name their axes")
+    if not isinstance(axes_json, list):
+        raise PyramidError(f"{where} must be a list of axis objects")
+    if len(axes_json) != ndim:
+        raise PyramidError(
+            f"{where} names {len(axes_json)} axes but level 0 has {ndim} dimensions. "
+            "Fix the metadata."
+        )
+    axes = []
+    for i, entry in enumerate(axes_json):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise PyramidError(f"{where}[{i}] must be an object with a string 'name'")
+        kind, unit = entry.get("type"), entry.get("unit")
+        if kind is not None and not isinstance(kind, str):
+            raise PyramidError(f"{where}[{i}].type must be a string")
+        if unit is not None and not isinstance(unit, str):
+            raise PyramidError(f"{where}[{i}].unit must be a string")
+        axes.append(Axis(entry["name"], kind, unit))
+    names = [a.name.lower() for a in axes]
+    if len(set(names)) != len(names):
+        raise PyramidError(f"{where} repeats an axis name: {[a.name for a in axes]}")
+    return tuple(axes)
+
+
+def _is_label(root: Path, ome: dict[str, Any]) -> bool:
+    if "image-label" in ome:
+        return True
+    parent = root.parent
+    if parent.name != "labels":
+        return False
+    for name in ("zarr.json", ".zattrs"):
+        try:
+            doc = read_json(parent / name, "labels group metadata")
+        except PyramidError:
+            return False
+        if isinstance(doc, dict):
+            attrs = doc.get("attributes", {}).get("ome", {}) if name == "zarr.json" else doc
+            labels = attrs.get("labels") if isinstance(attrs, dict) else None
+            if isinstance(labels, list) and root.name in labels:
+                return True
+    return False
+
+
+def _int_list(value: Any, where: str, minimum: int) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value
+    ):
+        raise PyramidError(f"{where} must be a list of integers >= {minimum}, got {value!r:.80}")
+    return tuple(value)
+
+
+def read_array_info(root: Path, rel: str, zarr_format: int) -> ArrayInfo:
+    """Parse the metadata document of array ``rel`` of a group, checking it strictly."""
+    folder = root / rel
+    found = _array_format(folder)
+    if found is None:
+        raise PyramidError(
+            f"{root}: the multiscales metadata lists level {rel!r} but {folder} holds no zarr "
+            "array. Restore the array or fix the metadata."
+        )
+    if found != zarr_format:
+        raise PyramidError(
+            f"{folder} is a zarr v{found} array inside a zarr v{zarr_format} group; an "
+            "OME-Zarr image keeps one format. Convert the image first."
+        )
+    name = ".zarray" if zarr_format == 2 else "zarr.json"
+    doc = read_json(folder / name, "array metadata")
+    where = f"{folder / name}"
+    if not isinstance(doc, dict):
+        raise PyramidError(f"{where} must hold a JSON object")
+    shape = _int_list(doc.get("shape"), f"{where}: shape", 0)
+    if zarr_format == 2:
+        if doc.get("zarr_format") != 2:
+            raise PyramidError(f"{where}: zarr_format must be 2")
+        chunks = _int_list(doc.get("chunks"), f"{where}: chunks", 1)
+        shards = None
+        dtype = _v2_dtype(doc.get("dtype"), where)
+        if doc.get("order", "C") not in ("C", "F"):
+            raise PyramidError(f"{where}: order must be 'C' or 'F'")
+    else:
+        if doc.get("zarr_format") != 3 or doc.get("node_type") != "array":
+            raise PyramidError(f"{where}: needs zarr_format 3 and node_type 'array'")
+        dtype = _v3_dtype(doc.get("data_type"), where)
+        grid = doc.get("chunk_grid")
+        if not isinstance(grid, dict) or grid.get("name") != "regular":
+            raise PyramidError(f"{where}: only a 'regular' chunk_grid is supported")
+        outer = _int_list(grid.get("configuration", {}).get("chunk_shape"), f"{where}: chunks", 1)
+        chunks, shards = outer, None
+        codecs = doc.get("codecs")
+        if not isinstance(codecs, list) or not all(isinstance(c, dict) for c in codecs):
+            raise PyramidError(f"{where}: codecs must be a list of objects")
+        for codec in codecs:
+            if codec.get("name") == "sharding_indexed":
+                config = codec.get("configuration")
+                if not isinstance(config, dict):
+                    raise PyramidError(f"{where}: sharding_indexed needs a configuration")
+                chunks = _int_list(config.get("chunk_shape"), f"{where}: inner chunks", 1)
+                shards = outer
+        names = doc.get("dimension_names")
+        if names is not None and (
+            not isinstance(names, list)
+            or len(names) != len(shape)
+            or not all(n is None or isinstance(n, str) for n in names)
+        ):
+            raise PyramidError(f"{where}: dimension_names must list one name per dimension")
+    if len(chunks) != len(shape) or (shards and len(shards) != len(shape)):
+        raise PyramidError(f"{where}: chunks have {len(chunks)} dims but shape has {len(shape)}")
+    if shards and any(s % c for s, c in zip(shards, chunks, strict=True)):
+        raise PyramidError(f"{where}: shard shape {shards} is not a multiple of chunks {chunks}")
+    if 0 in shape:
+        raise PyramidError(f"{where}: shape {shape} is empty along an axis; nothing to coarsen")
+    voxels = math.prod(shape)
+    if voxels > MAX_VOXELS:
+        raise PyramidError(
+            f"{where}: shape {shape} claims {voxels:.3g} voxels, more than the {MAX_VOXELS:.3g} "
+            "a build can honour; the metadata is almost certainly wrong. Fix the shape."
+        )
+    return ArrayInfo(rel, zarr_format, shape, dtype, chunks, shards, doc)
+
+
+def _v2_dtype(value: Any, where: str) -> np.dtype:
+    if not isinstance(value, str):
+        raise PyramidError(f"{where}: dtype must be a string such as '<u2', got {value!r:.80}")
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        raise PyramidError(f"{where}: unknown dtype {value!r}") from None
+    return _check_numeric(dtype, where)
+
+
+def _v3_dtype(value: Any, where: str) -> np.dtype:
+    if not isinstance(value, str) or value not in _V3_DTYPES:
+        raise PyramidError(
+            f"{where}: data_type {value!r:.80} is not supported; pyramids can be built for "
+            "bool, integer and float images"
+        )
+    return np.dtype(value)
+
+
+def _check_numeric(dtype: np.dtype, where: str) -> np.dtype:
+    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+        raise PyramidError(
+            f"{where}: dtype {dtype} is not supported; pyramids can be built for bool, "
+            "integer and float images"
+        )
+    return dtype

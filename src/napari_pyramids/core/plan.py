@@ -1,0 +1,578 @@
+"""The validated plan of a pyramid build: every bad input is refused here, before any write.
+
+A plan says what each new level looks like (path, shape, chunks, shards, scale, translation,
+its zarr metadata document) and how the engine will compute it: in one or more *stages*, each
+a single pass over one source level in blocks aligned so that every block writes whole chunks
+(whole shards) of every level it produces, and no two blocks touch one chunk.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from dask.utils import format_bytes, parse_bytes
+
+from .downsample import EDGES, METHODS, WORKING_MEMORY, method_for_callable, output_length
+from .errors import PyramidError
+from .image import OmeZarrImage
+from .metadata import dataset_entry, level_transforms
+from .paths import check_level_path, check_no_links, check_regular_file_for_write
+
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+# Past this size a bigger block only delays the first write and starves the other workers.
+TARGET_BLOCK_BYTES = 32 * 2**20
+_OPEN_ARRAY_KEYS = {"write_empty_chunks", "fill_value", "dimension_separator"}
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """One level of the pyramid; level 0 is the existing one."""
+
+    index: int
+    path: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    factors: tuple[int, ...]
+    cumulative: tuple[int, ...]
+    scale: tuple[float, ...]
+    translation: tuple[float, ...]
+    document: dict[str, Any] = field(repr=False, compare=False)
+    itemsize: int = 1
+
+    @property
+    def write_unit(self) -> tuple[int, ...]:
+        return self.shards or self.chunks
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.itemsize
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pass over ``source`` producing ``targets`` (consecutive levels) block by block."""
+
+    source: int
+    targets: tuple[int, ...]
+    source_shape: tuple[int, ...]
+    block: tuple[int, ...]
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        return tuple(-(-n // b) for n, b in zip(self.source_shape, self.block, strict=True))
+
+    @property
+    def n_blocks(self) -> int:
+        return math.prod(self.grid)
+
+    def region(self, index: int) -> tuple[slice, ...]:
+        """The source region of block number ``index`` (row-major over the block grid)."""
+        position = np.unravel_index(index, self.grid)
+        return tuple(
+            slice(int(p) * b, min((int(p) + 1) * b, n))
+            for p, b, n in zip(position, self.block, self.source_shape, strict=True)
+        )
+
+    def regions(self) -> Iterator[tuple[slice, ...]]:
+        for index in range(self.n_blocks):
+            yield self.region(index)
+
+
+@dataclass(frozen=True)
+class PyramidPlan:
+    """Everything a build will do, decided and checked before anything is written."""
+
+    image: OmeZarrImage
+    levels: tuple[LevelPlan, ...]
+    method: str
+    aggregation: str | Callable[..., Any] = field(repr=False)
+    edge: str
+    overwrite: bool
+    stages: tuple[Stage, ...]
+    memory_budget: int
+    workers: int
+    write_empty_chunks: bool
+    replaced: tuple[str, ...]
+    dropped: tuple[str, ...]
+    provenance: dict[str, Any] = field(repr=False)
+
+    @property
+    def new_levels(self) -> tuple[LevelPlan, ...]:
+        return self.levels[1:]
+
+    @property
+    def total_blocks(self) -> int:
+        return sum(stage.n_blocks for stage in self.stages)
+
+    @property
+    def new_bytes(self) -> int:
+        """Uncompressed bytes of the levels to be written."""
+        return sum(level.nbytes for level in self.new_levels)
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """The ``multiscales.datasets`` entries of every level."""
+        return [dataset_entry(lv.path, lv.scale, lv.translation) for lv in self.levels]
+
+    def describe(self) -> str:
+        """A few lines a person can read: levels, shapes, chunks and blocks."""
+        lines = []
+        for lv in self.levels:
+            unit = f" shards {lv.shards}" if lv.shards else ""
+            lines.append(f"level {lv.index} {lv.path!r}: {lv.shape} chunks {lv.chunks}{unit}")
+        for st in self.stages:
+            lines.append(
+                f"pass over level {st.source} -> levels {list(st.targets)}: "
+                f"{st.n_blocks} blocks of {st.block}"
+            )
+        return "\n".join(lines)
+
+
+def _integer(value: Any, name: str, minimum: int, hint: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise PyramidError(f"{name} must be an integer >= {minimum}, got {value!r}{hint}")
+    if value < minimum:
+        raise PyramidError(f"{name} must be an integer >= {minimum}, got {value}{hint}")
+    return int(value)
+
+
+def parse_memory_budget(value: int | str | None) -> int:
+    """Bytes from an int or a string such as ``"512MiB"``; None gives the default."""
+    if value is None:
+        return DEFAULT_MEMORY_BUDGET
+    try:
+        budget = parse_bytes(value) if isinstance(value, str) else int(value)
+    except (ValueError, TypeError):
+        raise PyramidError(
+            f"memory_budget {value!r} is not a size; use bytes or a string like '512MiB'"
+        ) from None
+    if budget < 16 * 2**20:
+        raise PyramidError(f"memory_budget {value!r} is below the 16 MiB minimum")
+    return budget
+
+
+def choose_method(
+    image: OmeZarrImage,
+    method: str | None,
+    aggregation_function: Callable[..., Any] | None,
+    labels: bool | None,
+) -> tuple[str, str | Callable[..., Any]]:
+    """The method name and the reducer key, with label images protected from mean."""
+    is_label = image.is_label if labels is None else bool(labels)
+    if aggregation_function is not None:
+        if method is not None:
+            raise PyramidError("pass either method or aggregation_function, not both")
+        if not callable(aggregation_function):
+            raise PyramidError("aggregation_function must be callable like numpy.mean")
+        known = method_for_callable(aggregation_function)
+        name, aggregation = (known, known) if known else ("callable", aggregation_function)
+    else:
+        if method is None:
+            method = "mode" if is_label else "mean"
+        if not isinstance(method, str) or method not in METHODS:
+            raise PyramidError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        name, aggregation = method, method
+    if is_label and name in ("mean", "median") and labels is None:
+        raise PyramidError(
+            f"{image.root} is a label image: {name} would invent label ids found in no input "
+            "pixel. Use method='mode' (the default for labels) or 'nearest'; if it really is "
+            "an intensity image, pass labels=False (CLI: --not-labels)."
+        )
+    return name, aggregation
+
+
+def level_factors(image: OmeZarrImage, coarsening_xy: Any, coarsening_z: Any) -> tuple[int, ...]:
+    """The per-axis factor between consecutive levels."""
+    fxy = _integer(coarsening_xy, "coarsening_xy", 2, " (use 2 to halve Y and X per level)")
+    fz = _integer(coarsening_z, "coarsening_z", 1, " (use 1 to keep every Z plane)")
+    factors = [1] * image.ndim
+    y, x = image.yx_axes
+    factors[y] = factors[x] = fxy
+    if fz > 1:
+        z = image.z_axis
+        if z is None:
+            raise PyramidError(
+                f"coarsening_z={fz} but the image has no Z axis "
+                f"(axes {[a.name for a in image.axes]}); use coarsening_z=1"
+            )
+        factors[z] = fz
+    return tuple(factors)
+
+
+def level_shapes(
+    image: OmeZarrImage, num_levels: Any, factors: Sequence[int], edge: str
+) -> list[tuple[int, ...]]:
+    """Shapes of levels 0..num_levels-1; refuses a level smaller than one pixel."""
+    num_levels = _integer(num_levels, "num_levels", 1, " (1 means level 0 only)")
+    shapes = [image.level0.shape]
+    while len(shapes) < num_levels:
+        previous = shapes[-1]
+        for axis, (n, f) in enumerate(zip(previous, factors, strict=True)):
+            too_small = n < f if edge == "trim" else (f > 1 and n < 2)
+            if too_small:
+                name = image.axes[axis].name
+                raise PyramidError(
+                    f"num_levels={num_levels} is too many for shape {image.level0.shape}: "
+                    f"level {len(shapes)} would be smaller than one pixel along {name!r} "
+                    f"(level {len(shapes) - 1} has {n} px, factor {f}). Use num_levels <= "
+                    f"{len(shapes)}."
+                )
+        shapes.append(
+            tuple(output_length(n, f, edge) for n, f in zip(previous, factors, strict=True))
+        )
+    return shapes
+
+
+def level_path(level0_path: str, index: int) -> str:
+    """The path of level ``index`` following level 0's naming (0 -> 1, s0 -> s1, scale0/x)."""
+    match = re.match(r"^(.*?)(\d+)(\D*)$", level0_path)
+    if not match:
+        return f"{level0_path}_{index}"
+    prefix, digits, suffix = match.groups()
+    return f"{prefix}{str(index).zfill(len(digits))}{suffix}"
+
+
+def _chunk_layout(
+    level0_chunks: Sequence[int],
+    level0_shards: Sequence[int] | None,
+    chunksize: Sequence[int] | None,
+    shape: Sequence[int],
+) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    base = chunksize if chunksize is not None else level0_chunks
+    chunks = tuple(max(1, min(c, n)) for c, n in zip(base, shape, strict=True))
+    if level0_shards is None:
+        return chunks, None
+    shards = []
+    for s0, c, n in zip(level0_shards, chunks, shape, strict=True):
+        whole = max(c, (s0 // c) * c)
+        shards.append(min(whole, -(-n // c) * c))
+    return chunks, tuple(shards)
+
+
+def _array_document(
+    image: OmeZarrImage,
+    shape: Sequence[int],
+    chunks: Sequence[int],
+    shards: Sequence[int] | None,
+    options: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Level 0's metadata document with the shape and chunk layout of a new level."""
+    doc = copy.deepcopy(image.level0.document)
+    doc["shape"] = list(shape)
+    if "fill_value" in options:
+        doc["fill_value"] = options["fill_value"]
+    if image.zarr_format == 2:
+        doc["chunks"] = list(chunks)
+        if "dimension_separator" in options:
+            doc["dimension_separator"] = options["dimension_separator"]
+        return doc
+    doc["attributes"] = {}
+    outer = shards if shards is not None else chunks
+    doc["chunk_grid"] = {"name": "regular", "configuration": {"chunk_shape": list(outer)}}
+    if shards is not None:
+        for codec in doc["codecs"]:
+            if codec.get("name") == "sharding_indexed":
+                codec["configuration"]["chunk_shape"] = list(chunks)
+    if not doc.get("dimension_names"):
+        doc["dimension_names"] = [axis.name for axis in image.axes]
+    return doc
+
+
+def _check_options(image: OmeZarrImage, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    options = dict(options or {})
+    unknown = set(options) - _OPEN_ARRAY_KEYS
+    if unknown:
+        raise PyramidError(
+            f"open_array_kwargs {sorted(unknown)} are not supported; new levels copy level "
+            f"0's codecs and layout. Supported keys: {sorted(_OPEN_ARRAY_KEYS)}"
+        )
+    sep = options.get("dimension_separator")
+    if sep is not None and (image.zarr_format != 2 or sep not in (".", "/")):
+        raise PyramidError("dimension_separator must be '.' or '/' and applies to zarr v2 only")
+    if "write_empty_chunks" in options and not isinstance(options["write_empty_chunks"], bool):
+        raise PyramidError("open_array_kwargs['write_empty_chunks'] must be True or False")
+    if "fill_value" in options:
+        try:
+            np.array(options["fill_value"]).astype(image.level0.dtype, casting="same_kind")
+        except (TypeError, ValueError):
+            raise PyramidError(
+                f"fill_value {options['fill_value']!r} does not fit dtype {image.level0.dtype}"
+            ) from None
+    return options
+
+
+def _check_chunksize(image: OmeZarrImage, chunksize: Any) -> tuple[int, ...] | None:
+    if chunksize is None:
+        return None
+    names = [a.name for a in image.axes]
+    if isinstance(chunksize, str | bytes) or not isinstance(chunksize, Sequence):
+        raise PyramidError(f"chunksize must be a sequence of {image.ndim} integers ({names})")
+    if len(chunksize) != image.ndim:
+        raise PyramidError(
+            f"chunksize {tuple(chunksize)} has {len(chunksize)} entries but the image has "
+            f"{image.ndim} axes {names}; give one chunk length per axis"
+        )
+    return tuple(_integer(c, "each chunksize entry", 1) for c in chunksize)
+
+
+def _existing_levels(
+    image: OmeZarrImage, new_paths: Sequence[str], overwrite: bool
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Paths the build replaces and listed levels it drops; refuses them without overwrite."""
+    root = image.root
+    listed = list(image.level_paths[1:]) if image.has_multiscales else []
+    existing = [p for p in new_paths if os.path.lexists(root / p) or p in listed]
+    extra = [p for p in listed if p not in new_paths]
+    if not overwrite and (existing or extra):
+        name = (existing or extra)[0]
+        raise PyramidError(
+            f"pyramid level {name!r} already exists in {root}; pass overwrite=True "
+            "(CLI: --overwrite) to replace the existing levels. Nothing was written."
+        )
+    for p in extra:
+        check_level_path(p, "existing level")
+    return tuple(p for p in new_paths if os.path.lexists(root / p)), tuple(extra)
+
+
+def _check_overlap(paths: Sequence[str]) -> None:
+    for a in paths:
+        for b in paths:
+            if a != b and b.startswith(a + "/"):
+                raise PyramidError(
+                    f"level path {b!r} lies inside level {a!r}; each level needs its own folder"
+                )
+
+
+def task_bytes(
+    levels: Sequence[LevelPlan],
+    stage_source: int,
+    stage_end: int,
+    block: Sequence[int],
+    method: str,
+) -> int:
+    """Peak memory of one block task: the block, the reducer's working memory, the outputs."""
+    itemsize = levels[0].itemsize
+    shape = tuple(block)
+    total = math.prod(shape) * itemsize * (1 + WORKING_MEMORY[method])
+    for target in range(stage_source + 1, stage_end + 1):
+        factors = levels[target].factors
+        shape = tuple(-(-n // f) for n, f in zip(shape, factors, strict=True))
+        # The level's block and its encoded copy on the way to disk.
+        total += 2 * math.prod(shape) * itemsize
+    return int(total)
+
+
+def _aligned_block(levels: Sequence[LevelPlan], source: int, end: int) -> tuple[int, ...]:
+    """Smallest block of ``source`` pixels that writes whole units of levels source+1..end."""
+    block = []
+    for axis, n in enumerate(levels[source].shape):
+        size = levels[source].write_unit[axis]
+        for target in range(source + 1, end + 1):
+            relative = levels[target].cumulative[axis] // levels[source].cumulative[axis]
+            size = math.lcm(size, levels[target].write_unit[axis] * relative)
+        block.append(min(size, n))
+    return tuple(block)
+
+
+def _grow_block(
+    block: tuple[int, ...],
+    levels: Sequence[LevelPlan],
+    source: int,
+    end: int,
+    method: str,
+    per_task: int,
+) -> tuple[int, ...]:
+    """Double the block along axes (uncoarsened first, innermost first) while it fits."""
+    shape = levels[source].shape
+    itemsize = levels[source].itemsize
+    coarsened = [a for a, f in enumerate(levels[1].factors) if f > 1]
+    order = [a for a in reversed(range(len(shape))) if a not in coarsened] + coarsened
+    grown = list(block)
+    for axis in order:
+        while grown[axis] < shape[axis]:
+            trial = list(grown)
+            trial[axis] = min(2 * grown[axis], shape[axis])
+            if (
+                math.prod(trial) * itemsize > TARGET_BLOCK_BYTES
+                or task_bytes(levels, source, end, trial, method) > per_task
+            ):
+                break
+            grown = trial
+    return tuple(grown)
+
+
+def plan_stages(
+    levels: Sequence[LevelPlan], method: str, memory_budget: int, workers: int
+) -> tuple[Stage, ...]:
+    """Split the build into passes, each covering as many levels as the budget allows."""
+    per_task = memory_budget // workers
+    stages = []
+    source = 0
+    while source < len(levels) - 1:
+        end, block = source, None
+        for candidate in range(source + 1, len(levels)):
+            trial = _aligned_block(levels, source, candidate)
+            if task_bytes(levels, source, candidate, trial, method) > per_task:
+                break
+            end, block = candidate, trial
+        if block is None:
+            smallest = _aligned_block(levels, source, source + 1)
+            need = task_bytes(levels, source, source + 1, smallest, method)
+            raise PyramidError(
+                f"writing whole chunks of level {source + 1} needs blocks of "
+                f"{smallest} voxels of level {source} "
+                f"(~{format_bytes(need)} of working memory per worker), more than the memory "
+                f"budget of {format_bytes(memory_budget)} over {workers} worker(s) allows. "
+                "Raise memory_budget (CLI --memory), use fewer workers, or pass a smaller "
+                "chunksize."
+            )
+        block = _grow_block(block, levels, source, end, method, per_task)
+        stages.append(
+            Stage(source, tuple(range(source + 1, end + 1)), levels[source].shape, block)
+        )
+        source = end
+    return tuple(stages)
+
+
+def plan_pyramid(
+    image: OmeZarrImage,
+    *,
+    num_levels: int = 2,
+    coarsening_xy: int = 2,
+    coarsening_z: int = 1,
+    method: str | None = None,
+    aggregation_function: Callable[..., Any] | None = None,
+    edge: str = "trim",
+    chunksize: Sequence[int] | None = None,
+    overwrite: bool = False,
+    labels: bool | None = None,
+    memory_budget: int | str | None = None,
+    workers: int | None = None,
+    open_array_kwargs: Mapping[str, Any] | None = None,
+) -> PyramidPlan:
+    """Check every parameter against the image and decide the levels and the passes.
+
+    Raises
+    ------
+    PyramidError
+        With one sentence naming the problem and the fix, before anything is written.
+    """
+    if edge not in EDGES:
+        raise PyramidError(f"unknown edge {edge!r}; choose 'trim' or 'keep'")
+    if not isinstance(overwrite, bool):
+        raise PyramidError(f"overwrite must be True or False, got {overwrite!r}")
+    name, aggregation = choose_method(image, method, aggregation_function, labels)
+    factors = level_factors(image, coarsening_xy, coarsening_z)
+    shapes = level_shapes(image, num_levels, factors, edge)
+    chunksize = _check_chunksize(image, chunksize)
+    options = _check_options(image, open_array_kwargs)
+    budget = parse_memory_budget(memory_budget)
+    workers = _integer(workers if workers is not None else _default_workers(), "workers", 1)
+
+    root = image.root
+    level0 = image.level0
+    check_regular_file_for_write(root / image.metadata_file, "group metadata")
+    if image.zarr_format == 2:
+        check_regular_file_for_write(root / ".zgroup", "group metadata")
+    paths = [level0.path] + [level_path(level0.path, k) for k in range(1, len(shapes))]
+    for p in paths[1:]:
+        check_level_path(p, "new level")
+        check_no_links(root, p, "new level")
+    _check_overlap([*paths, *image.level_paths])
+    replaced, dropped = _existing_levels(image, paths[1:], overwrite)
+    for p in dropped:
+        check_no_links(root, p, "level to drop")
+
+    levels = []
+    cumulative = (1,) * image.ndim
+    for k, shape in enumerate(shapes):
+        if k == 0:
+            chunks, shards, doc = level0.chunks, level0.shards, level0.document
+            step = (1,) * image.ndim
+        else:
+            step = factors
+            cumulative = tuple(c * f for c, f in zip(cumulative, factors, strict=True))
+            chunks, shards = _chunk_layout(level0.chunks, level0.shards, chunksize, shape)
+            doc = _array_document(image, shape, chunks, shards, options)
+        scale, translation = level_transforms(image.scale0, image.translation0, cumulative, name)
+        if k == 0:
+            translation = list(image.translation0)
+        levels.append(
+            LevelPlan(
+                k,
+                paths[k],
+                shape,
+                chunks,
+                shards,
+                step,
+                cumulative,
+                tuple(scale),
+                tuple(translation),
+                doc,
+                level0.dtype.itemsize,
+            )
+        )
+    _check_units_fit(levels, budget)
+    stages = plan_stages(levels, name, budget, workers) if len(levels) > 1 else ()
+    provenance = {
+        "method": name,
+        "num_levels": len(levels),
+        "coarsening_xy": factors[image.yx_axes[1]],
+        "coarsening_z": factors[image.z_axis] if image.z_axis is not None else 1,
+        "edge": edge,
+    }
+    return PyramidPlan(
+        image=image,
+        levels=tuple(levels),
+        method=name,
+        aggregation=aggregation,
+        edge=edge,
+        overwrite=overwrite,
+        stages=stages,
+        memory_budget=budget,
+        workers=workers,
+        write_empty_chunks=bool(options.get("write_empty_chunks", False)),
+        replaced=replaced,
+        dropped=dropped,
+        provenance=provenance,
+    )
+
+
+def _check_units_fit(levels: Sequence[LevelPlan], budget: int) -> None:
+    """A single chunk or shard bigger than the budget cannot be read or written within it."""
+    for lv in levels:
+        unit_bytes = math.prod(lv.write_unit) * lv.itemsize
+        if unit_bytes > budget:
+            kind = "shard" if lv.shards else "chunk"
+            raise PyramidError(
+                f"level {lv.index} has a {kind} of {lv.write_unit} voxels "
+                f"({format_bytes(unit_bytes)}), bigger than the memory budget of "
+                f"{format_bytes(budget)}. Raise memory_budget (CLI --memory) or pass a smaller "
+                "chunksize."
+            )
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_num_levels(image: OmeZarrImage, factors: Sequence[int], target: int = 256) -> int:
+    """Levels (including 0) until Y and X are both at most about ``target`` pixels."""
+    y, x = image.yx_axes
+    shape = list(image.level0.shape)
+    count = 1
+    while max(shape[y], shape[x]) > target and min(shape[y] // factors[y], shape[x] // factors[x]):
+        shape = [n // f for n, f in zip(shape, factors, strict=True)]
+        count += 1
+    return count

@@ -1,0 +1,399 @@
+"""Writing safely inside an image group: lock, build folder, journal, atomic publish, rollback.
+
+A build never writes where a reader looks until the data is complete:
+
+1. ``.napari-pyramids.lock`` is taken with ``flock`` (the kernel drops it when its holder dies,
+   so a crashed build never leaves a lock that blocks the next one);
+2. new levels are written into ``.napari-pyramids-build-<id>/levels/<k>``, a hidden folder that
+   no metadata lists, beside a ``journal.json`` saying what the build is about to do;
+3. publishing moves old levels (overwrite) into the build folder, renames the new ones into
+   place and writes the metadata last, each metadata change by write-to-temp-then-rename;
+4. the build folder is removed, journal last.
+
+A build interrupted at any point (exception, cancel, SIGKILL, power loss) is undone by the
+next build of the same image, from the journal: the metadata goes back to its original bytes,
+the renamed levels back where they were. Leftovers without our journal are never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import stat
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ImageBusyError, PyramidError
+
+TOOL = "napari-pyramids"
+LOCK_NAME = ".napari-pyramids.lock"
+BUILD_PREFIX = ".napari-pyramids-build-"
+JOURNAL = "journal.json"
+_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class StorageError(PyramidError):
+    """The filesystem refused a write (full, read-only, ...); the image was left unchanged."""
+
+
+def storage_error(exc: OSError, root: Path) -> StorageError:
+    """Turn an OSError met while writing into one sentence the user can act on."""
+    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+        what = "the disk is full"
+        fix = "free some space (or choose fewer levels) and run again"
+    elif exc.errno in _READ_ONLY_ERRNOS:
+        what = "the image is read-only"
+        fix = "make it writable or copy it somewhere writable"
+    else:
+        what = f"a write failed ({exc.strerror or exc})"
+        fix = "check the filesystem and run again"
+    return StorageError(f"{root}: {what}; {fix}. The image was left unchanged.")
+
+
+def sha256(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def encode_json(document: Any) -> bytes:
+    return (json.dumps(document, indent=2, allow_nan=True) + "\n").encode("utf-8")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(target: Path, data: bytes, scratch: Path) -> None:
+    """Replace ``target`` by ``data`` in one rename; ``scratch`` is a folder on the same disk."""
+    temp = scratch / f"{target.name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    _fsync_dir(target.parent)
+
+
+def read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush everything written on ``path``'s filesystem to disk (``syncfs``, else ``sync``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+class ImageLock:
+    """One build per image at a time, across processes and hosts sharing the filesystem."""
+
+    def __init__(self, root: Path, build_id: str) -> None:
+        self.root = root
+        self.path = root / LOCK_NAME
+        self.build_id = build_id
+        self._fd: int | None = None
+
+    def __enter__(self) -> ImageLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        while True:
+            try:
+                fd = os.open(
+                    self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+                )
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise PyramidError(
+                        f"{self.path} is a symbolic link; remove it and run again"
+                    ) from None
+                raise storage_error(exc, self.root) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise ImageBusyError(
+                    f"{self.root} is being built by another process ({holder}); wait for that "
+                    "build to finish or cancel it, then run again. Nothing was written."
+                ) from None
+            except OSError as exc:
+                os.close(fd)
+                raise storage_error(exc, self.root) from None
+            # The previous holder may have unlinked the file between our open and flock.
+            try:
+                same = _same_file(os.fstat(fd), os.lstat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        holder = {
+            "tool": TOOL,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "build": self.build_id,
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, encode_json(holder), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = None
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {info['pid']} on {info['host']} since {info['since']}"
+    except (ValueError, KeyError, TypeError, OSError):
+        return "holder unknown"
+
+
+@dataclass
+class Journal:
+    """What a build did to the image, written before each step so a crash can be undone."""
+
+    build_id: str
+    metadata_file: str
+    original: bytes | None
+    intermediate: bytes | None = None
+    final: bytes | None = None
+    phase: str = "writing"
+    # (path, inode, device) of every new level renamed into place, in order.
+    placed: list[tuple[str, int, int]] = field(default_factory=list)
+    # (path, name in the build folder) of every old level moved aside, in order.
+    moved_aside: list[tuple[str, str]] = field(default_factory=list)
+    created_dirs: list[str] = field(default_factory=list)
+    created_files: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tool": TOOL,
+            "build": self.build_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "phase": self.phase,
+            "metadata_file": self.metadata_file,
+            "original": None if self.original is None else self.original.decode("utf-8"),
+            "intermediate_sha256": sha256(self.intermediate),
+            "final_sha256": sha256(self.final),
+            "placed": self.placed,
+            "moved_aside": self.moved_aside,
+            "created_dirs": self.created_dirs,
+            "created_files": self.created_files,
+        }
+
+
+class BuildFolder:
+    """The hidden folder of one build inside the image group."""
+
+    def __init__(self, root: Path, build_id: str, metadata_file: str) -> None:
+        self.root = root
+        self.path = root / f"{BUILD_PREFIX}{build_id}"
+        self.journal = Journal(build_id, metadata_file, read_bytes(root / metadata_file))
+
+    def level_path(self, index: int) -> Path:
+        return self.path / "levels" / str(index)
+
+    def create(self) -> None:
+        os.mkdir(self.path)
+        os.mkdir(self.path / "levels")
+        os.mkdir(self.path / "aside")
+        self.save()
+
+    def save(self) -> None:
+        atomic_write(self.path / JOURNAL, encode_json(self.journal.to_json()), self.path)
+
+    def write_level_document(self, index: int, document: dict[str, Any], zarr_format: int) -> Path:
+        folder = self.level_path(index)
+        os.mkdir(folder)
+        name = ".zarray" if zarr_format == 2 else "zarr.json"
+        (folder / name).write_bytes(encode_json(document))
+        return folder
+
+    def publish(
+        self,
+        new_levels: Sequence[tuple[int, str]],
+        aside: Sequence[str],
+        intermediate: bytes | None,
+        final: bytes,
+        extra_files: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Move old levels aside, rename new ones into place, then write the metadata."""
+        journal = self.journal
+        journal.phase = "publishing"
+        journal.intermediate, journal.final = intermediate, final
+        sync_filesystem(self.path)
+        self.save()
+        metadata = self.root / journal.metadata_file
+        if intermediate is not None and intermediate != journal.original:
+            atomic_write(metadata, intermediate, self.path)
+        for i, rel in enumerate(aside):
+            name = f"aside/{i}"
+            journal.moved_aside.append((rel, name))
+            self.save()
+            os.rename(self.root / rel, self.path / name)
+        for index, rel in new_levels:
+            target = self.root / rel
+            for parent in reversed(Path(rel).parents[:-1]):
+                if not (self.root / parent).exists():
+                    journal.created_dirs.append(str(parent))
+                    self.save()
+                    os.mkdir(self.root / parent)
+            source = self.level_path(index)
+            info = os.stat(source)
+            journal.placed.append((rel, info.st_ino, info.st_dev))
+            self.save()
+            os.rename(source, target)
+        for name, data in extra_files:
+            if not os.path.lexists(self.root / name):
+                journal.created_files.append((name, sha256(data)))
+                self.save()
+                atomic_write(self.root / name, data, self.path)
+        atomic_write(metadata, final, self.path)
+        journal.phase = "published"
+        self.save()
+
+    def remove(self) -> None:
+        remove_build_folder(self.path)
+
+
+def remove_build_folder(path: Path) -> None:
+    """Delete a build folder, its journal last, so a half-deleted folder stays recognisable."""
+    for entry in os.scandir(path):
+        if entry.name == JOURNAL:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path / JOURNAL)
+    os.rmdir(path)
+
+
+def leftover_builds(root: Path) -> Iterator[Path]:
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.name.startswith(BUILD_PREFIX):
+            yield Path(entry.path)
+
+
+def recover(root: Path) -> list[str]:
+    """Undo (or finish cleaning) every interrupted build of this image; call under the lock.
+
+    Returns one line per leftover folder saying what was done. Folders that carry our prefix
+    but no readable journal of ours are left alone with a warning: they may not be ours.
+    """
+    report = []
+    for folder in leftover_builds(root):
+        if os.path.islink(folder) or not folder.is_dir():
+            warnings.warn(f"{folder} is not a build folder of ours; left alone", stacklevel=2)
+            continue
+        try:
+            record = json.loads((folder / JOURNAL).read_bytes())
+            ours = isinstance(record, dict) and record.get("tool") == TOOL
+        except FileNotFoundError:
+            if not any(folder.iterdir()):
+                folder.rmdir()
+                report.append(f"removed empty {folder.name}")
+                continue
+            ours = False
+        except (ValueError, OSError):
+            ours = False
+        if not ours:
+            warnings.warn(
+                f"{folder} has no journal of a napari-pyramids build; left alone. Remove it by "
+                "hand if you know it is safe.",
+                stacklevel=2,
+            )
+            continue
+        if record.get("phase") == "publishing":
+            report.append(_roll_back(root, folder, record))
+        else:
+            report.append(f"removed {folder.name} ({record.get('phase')})")
+        remove_build_folder(folder)
+    return report
+
+
+def _roll_back(root: Path, folder: Path, record: dict[str, Any]) -> str:
+    """Put the image back as it was before an interrupted publish (or accept a finished one)."""
+    metadata = root / record["metadata_file"]
+    current = sha256(read_bytes(metadata))
+    original = record["original"]
+    original_bytes = None if original is None else original.encode("utf-8")
+    if current == record.get("final_sha256"):
+        return f"{folder.name}: the build had finished; cleaned up"
+    ours = {record.get("intermediate_sha256"), sha256(original_bytes)}
+    if current not in ours:
+        warnings.warn(
+            f"{metadata} changed since the interrupted build {folder.name}; metadata left as it "
+            "is",
+            stacklevel=3,
+        )
+    # The metadata is now the original or the intermediate document: neither lists a new
+    # level, and the intermediate lists no old one, so levels can move back in any order.
+    for rel, ino, dev in reversed(record["placed"]):
+        target = root / rel
+        with contextlib.suppress(FileNotFoundError):
+            info = os.lstat(target)
+            if stat.S_ISDIR(info.st_mode) and (info.st_ino, info.st_dev) == (ino, dev):
+                shutil.rmtree(target)
+    for rel in reversed(record["created_dirs"]):
+        with contextlib.suppress(OSError):
+            os.rmdir(root / rel)
+    for rel, name in reversed(record["moved_aside"]):
+        if (folder / name).exists() and not os.path.lexists(root / rel):
+            os.rename(folder / name, root / rel)
+    for name, digest in record["created_files"]:
+        if sha256(read_bytes(root / name)) == digest:
+            os.unlink(root / name)
+    if current in ours and current != sha256(original_bytes):
+        if original_bytes is None:
+            os.unlink(metadata)
+        else:
+            atomic_write(metadata, original_bytes, folder)
+    return f"{folder.name}: interrupted while publishing; the image was restored"
