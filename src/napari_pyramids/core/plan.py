@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from dask.utils import format_bytes, parse_bytes
 
-from .downsample import EDGES, METHODS, WORKING_MEMORY, method_for_callable, output_length
+from .downsample import EDGES, METHODS, method_for_callable, output_length, working_memory
 from .errors import PyramidError
 from .image import OmeZarrImage
 from .metadata import dataset_entry, level_transforms
@@ -358,16 +358,19 @@ def task_bytes(
     block: Sequence[int],
     method: str,
 ) -> int:
-    """Peak memory of one block task: the block, the reducer's working memory, the outputs."""
+    """Peak memory of one block task: the block being reduced, the reducer, the output."""
     itemsize = levels[0].itemsize
-    shape = tuple(block)
-    total = math.prod(shape) * itemsize * (1 + WORKING_MEMORY[method])
+    # zarr decodes up to its async concurrency (10) chunks at once on the way into the block.
+    read = 10 * math.prod(levels[stage_source].write_unit) * itemsize
+    current = math.prod(block) * itemsize
+    peak = current + min(read, current)
     for target in range(stage_source + 1, stage_end + 1):
-        factors = levels[target].factors
-        shape = tuple(-(-n // f) for n, f in zip(shape, factors, strict=True))
-        # The level's block and its encoded copy on the way to disk.
-        total += 2 * math.prod(shape) * itemsize
-    return int(total)
+        window = math.prod(levels[target].factors)
+        out = current // window
+        # The input, the reducer's output and temporaries, and the output's encoded copy.
+        peak = max(peak, current + working_memory(current, window, method) + out)
+        current = out
+    return int(peak)
 
 
 def _aligned_block(levels: Sequence[LevelPlan], source: int, end: int) -> tuple[int, ...]:
