@@ -27,6 +27,7 @@ from .metadata import dataset_entry, level_transforms
 from .paths import check_level_path, check_no_links, check_regular_file_for_write
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
+MIN_MEMORY_BUDGET = 16 * 2**20
 # Past this size a bigger block only delays the first write and starves the other workers.
 TARGET_BLOCK_BYTES = 32 * 2**20
 _OPEN_ARRAY_KEYS = {"write_empty_chunks", "fill_value", "dimension_separator"}
@@ -154,8 +155,10 @@ def parse_memory_budget(value: int | str | None) -> int:
         raise PyramidError(
             f"memory_budget {value!r} is not a size; use bytes or a string like '512MiB'"
         ) from None
-    if budget < 16 * 2**20:
-        raise PyramidError(f"memory_budget {value!r} is below the 16 MiB minimum")
+    if budget < MIN_MEMORY_BUDGET:
+        raise PyramidError(
+            f"memory_budget {value!r} is below the {format_bytes(MIN_MEMORY_BUDGET)} minimum"
+        )
     return budget
 
 
@@ -299,14 +302,23 @@ def _check_options(image: OmeZarrImage, options: Mapping[str, Any] | None) -> di
         raise PyramidError("dimension_separator must be '.' or '/' and applies to zarr v2 only")
     if "write_empty_chunks" in options and not isinstance(options["write_empty_chunks"], bool):
         raise PyramidError("open_array_kwargs['write_empty_chunks'] must be True or False")
-    if "fill_value" in options:
-        try:
-            np.array(options["fill_value"]).astype(image.level0.dtype, casting="same_kind")
-        except (TypeError, ValueError):
-            raise PyramidError(
-                f"fill_value {options['fill_value']!r} does not fit dtype {image.level0.dtype}"
-            ) from None
+    if "fill_value" in options and not _fits(options["fill_value"], image.level0.dtype):
+        raise PyramidError(
+            f"fill_value {options['fill_value']!r} does not fit dtype {image.level0.dtype}"
+        )
     return options
+
+
+def _fits(value: Any, dtype: np.dtype) -> bool:
+    """Whether a fill value is a number that ``dtype`` represents exactly."""
+    if isinstance(value, bool):
+        return dtype.kind == "b"
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return isinstance(value, numbers.Integral) and info.min <= value <= info.max
+    if dtype.kind == "f":
+        return isinstance(value, numbers.Real)
+    return False
 
 
 def _check_chunksize(image: OmeZarrImage, chunksize: Any) -> tuple[int, ...] | None:
