@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 import pytest
-from imaging import write_image
 
+from imaging import write_image
 from napari_pyramids._sample_data import write_sample_image
 from napari_pyramids.core import build_pyramid, open_image, plan_pyramid
 from napari_pyramids.core.estimate import compression_ratio, disk_estimate
@@ -37,7 +37,8 @@ def test_estimate_predicts_the_bytes_the_build_writes(tmp_path, zarr_format):
     # Coarser levels of the same data compress a little differently; within a third is
     # what the widget's "needs ~X on disk" promises.
     assert written * 0.67 < estimate.stored_bytes < written * 1.5
-    assert estimate.free_bytes is not None and estimate.fits
+    assert estimate.free_bytes is not None
+    assert estimate.fits
 
 
 def test_raw_bytes_count_whole_edge_chunks(tmp_path, rng):

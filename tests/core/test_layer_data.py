@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import zarr
-from imaging import write_image
 from ome_zarr.format import FormatV04, FormatV05
 from ome_zarr.writer import write_image as ome_write_image
 from ome_zarr.writer import write_labels as ome_write_labels
 
+from imaging import write_image
 from napari_pyramids._sample_data import sample_planes, write_sample_image
 from napari_pyramids.core.errors import PyramidError
 from napari_pyramids.core.layers import CHANNEL_KEY, PATH_KEY, image_path_of, layer_data
@@ -108,7 +108,8 @@ def test_malformed_display_hints_are_ignored_not_fatal(tmp_path, rng):
 
     first, second, third = (kwargs for _, kwargs, _ in layers)
     assert first["name"] == "odd.zarr c0"
-    assert "contrast_limits" not in first and "visible" not in first
+    assert "contrast_limits" not in first
+    assert "visible" not in first
     assert first["colormap"] == "cyan"  # the default cycle, not the malformed colour
     assert second["name"] == "odd.zarr c1"
     assert third["name"] == "ok"

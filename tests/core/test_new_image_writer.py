@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-from imaging import reference_pyramid
 from ome_zarr_models.v04 import Image, ImageLabel
 
+from imaging import reference_pyramid
 from napari_pyramids.core import open_image
 from napari_pyramids.core.errors import PyramidError
 from napari_pyramids.core.writer import write_new_image

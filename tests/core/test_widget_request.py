@@ -8,8 +8,8 @@ import subprocess
 
 import numpy as np
 import pytest
-from imaging import tree_snapshot, write_image
 
+from imaging import tree_snapshot, write_image
 from napari_pyramids.core import build_pyramid, open_image
 from napari_pyramids.core.errors import PyramidError
 from napari_pyramids.core.request import (
@@ -69,7 +69,7 @@ def test_an_existing_pyramid_is_refused_unless_overwrite(tmp_path, rng):
     build_pyramid(zarrurl=root, num_levels=3)
     image = open_image(root)
 
-    with pytest.raises(PyramidError, match="already multiscale with the 3 levels.*'overwrite'"):
+    with pytest.raises(PyramidError, match=r"already multiscale with the 3 levels.*'overwrite'"):
         plan_request(image, BuildRequest(num_levels=3))
     with pytest.raises(PyramidError, match="already has 3 levels; tick 'overwrite'"):
         plan_request(image, BuildRequest(num_levels=2))
