@@ -114,7 +114,7 @@ class PyramidBuilder(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         controls = [
-            ComboBox(name="image", label="image", choices=[]),
+            ComboBox(name="image", label="image", choices=self._layer_choices),
             _plain_label("info"),
             SpinBox(name="num_levels", label="levels", min=1, max=32, value=1),
             SpinBox(name="coarsening_xy", label="factor Y/X", min=2, max=16, value=2),
@@ -186,11 +186,11 @@ class PyramidBuilder(Container):
                 self.events.preview_updated.emit()
         self._refresh_choices()
 
-    def _refresh_choices(self, *_: Any) -> None:
-        if self._quiet:
-            return
+    def _layer_choices(self, *_: Any) -> list[tuple[str, Layer]]:
+        """The picker's entries (napari re-reads them through ``reset_choices``)."""
+        viewer = getattr(self, "_viewer", None)
         choices, others = [], []
-        for layer in reversed(self._viewer.layers):
+        for layer in reversed(viewer.layers if viewer is not None else []):
             try:
                 self.image_root(layer)
             except PyramidError as exc:
@@ -198,20 +198,19 @@ class PyramidBuilder(Container):
                     others.append(f"{layer.name!r} ({exc})")
                 continue
             choices.append((layer.name, layer))
-        current = self.image.value
-        self.image.choices = choices
-        if current is not None and any(layer is current for _, layer in choices):
-            self.image.value = current
-        notes = []
-        if not choices:
-            notes.append(NO_LAYER)
+        notes = [] if choices else [NO_LAYER]
         if others:
+            more = f"; and {len(others) - 5} more" if len(others) > 5 else ""
             notes.append(
-                "Not listed, not from an OME-Zarr image on disk: " + "; ".join(others[:5])
+                "Not listed, not from an OME-Zarr image on disk: " + "; ".join(others[:5]) + more
             )
-            if len(others) > 5:
-                notes[-1] += f"; and {len(others) - 5} more"
         self._layers_note = "\n".join(notes)
+        return choices
+
+    def _refresh_choices(self, *_: Any) -> None:
+        if self._quiet:
+            return
+        self.image.reset_choices()
         self._on_image_changed()
 
     def _on_image_changed(self, *_: Any) -> None:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-
 import numpy as np
 import pytest
 
@@ -18,27 +14,7 @@ from napari_pyramids.core.request import (
     parse_chunksize,
     plan_request,
 )
-
-
-@contextlib.contextmanager
-def read_only(root):
-    """Make ``root`` really read-only, for root too (immutable flag) or by permissions."""
-    if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", str(root)], capture_output=True).returncode:
-            pytest.skip("running as root on a filesystem without the immutable flag")
-        try:
-            yield
-        finally:
-            subprocess.run(["chattr", "-i", str(root)], check=True)
-    else:
-        modes = {p: p.stat().st_mode for p in [root, *root.rglob("*")]}
-        for path in modes:
-            path.chmod(modes[path] & ~0o222)
-        try:
-            yield
-        finally:
-            for path, mode in modes.items():
-                path.chmod(mode)
+from read_only_helper import read_only
 
 
 def test_defaults_reach_about_256_px_and_labels_use_mode(tmp_path):
