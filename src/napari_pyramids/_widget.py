@@ -11,6 +11,7 @@ Tests and scripts drive it by name: set ``widget.num_levels.value``, click with
 """
 
 import html
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,14 @@ from napari.layers import Labels, Layer
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtWidgets import QSizePolicy
 
 from ._worker import BuildWorker, build_worker
 from .core.api import lazy_pyramid
 from .core.downsample import EDGES, METHODS
 from .core.errors import PyramidError
 from .core.estimate import disk_estimate
-from .core.image import OmeZarrImage, open_image
+from .core.image import OmeZarrImage, open_image, read_array_info
 from .core.layers import (
     CHANNEL_KEY,
     PATH_KEY,
@@ -64,6 +66,7 @@ except ImportError:  # pragma: no cover
     layer_source = contextlib.nullcontext  # type: ignore[assignment]
 
 DEBOUNCE_MS = 300
+PROGRESS_MS = 200
 NO_LAYER = (
     "No layer from an OME-Zarr image on disk is loaded: open one with File > Open "
     "(reader napari-pyramids) or load File > Open Sample > napari-pyramids."
@@ -91,10 +94,31 @@ def notification_text(text: str) -> str:
     return html.escape(line, quote=False) if "<" in line else line
 
 
+def describe_on_disk(image: OmeZarrImage) -> str:
+    """The picked image in a few plain lines: where, what, and the levels it has."""
+    level0 = image.level0
+    shape = " × ".join(str(n) for n in level0.shape)
+    axes = "".join(a.name for a in image.axes)
+    kind = "labels" if image.is_label else "image"
+    sizes = []
+    for path in image.level_paths:
+        try:
+            info = read_array_info(image.root, path, image.zarr_format)
+            sizes.append("×".join(str(info.shape[i]) for i in image.yx_axes))
+        except PyramidError:
+            sizes.append("missing")
+    return (
+        f"{image.root}\n{kind}: {axes} {shape} {level0.dtype}, zarr v{image.zarr_format} / "
+        f"NGFF {image.ngff_version}\non disk: {len(sizes)} level(s) ({', '.join(sizes)})"
+    )
+
+
 def _plain_label(name: str, label: str = "") -> Label:
     widget = Label(name=name, label=label, value="")
     widget.native.setTextFormat(Qt.TextFormat.PlainText)
     widget.native.setWordWrap(True)
+    widget.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+    widget.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
     widget.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return widget
 
@@ -110,6 +134,7 @@ class PyramidBuilder(Container):
         The running (or last) build's thread worker.
     memory_budget, workers, executor
         Passed to the engine; None uses its defaults (256 MiB, the CPU cores, threads).
+        ``workers`` starts at the CPU cores less one, left to napari.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -131,10 +156,14 @@ class PyramidBuilder(Container):
             _plain_label("status"),
         ]
         super().__init__(widgets=controls, labels=True)
+        for name in ("info", "summary", "progress", "status"):
+            # Full-width rows: their content says what they are.
+            self[name]._labeled_widget()._label_widget.visible = False
         self.events = BuilderEvents()
         self.worker: BuildWorker | None = None
         self.memory_budget: int | str | None = None
-        self.workers: int | None = None
+        # One core is left to napari: the UI stays responsive while the build runs.
+        self.workers: int | None = max(1, len(os.sched_getaffinity(0)) - 1)
         self.executor: Any = None
         self._viewer = viewer
         self._root: Path | None = None
@@ -148,6 +177,11 @@ class PyramidBuilder(Container):
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
         self._debounce.timeout.connect(self._refresh_preview)
+        self._step: Any = None
+        self._progress_timer = QTimer()
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.setInterval(PROGRESS_MS)
+        self._progress_timer.timeout.connect(self._show_progress)
         self.chunksize.native.setPlaceholderText("blank: same as level 0")
 
         self.image.changed.connect(self._on_image_changed)
@@ -280,19 +314,9 @@ class PyramidBuilder(Container):
             self.info.value, self.summary.value = self._layers_note, ""
             self.status.value = str(exc)
             return
-        level0 = image.level0
-        shape = " × ".join(str(n) for n in level0.shape)
-        axes = "".join(a.name for a in image.axes)
-        kind = "labels" if image.is_label else "image"
         self.info.value = "\n".join(
             filter(
-                None,
-                [
-                    f"{image.root}\n{kind}, zarr v{image.zarr_format} / NGFF "
-                    f"{image.ngff_version}, {axes} {shape} {level0.dtype}, "
-                    f"{len(image.level_paths)} level(s) on disk",
-                    self._layers_note if self.image.choices else "",
-                ],
+                None, [describe_on_disk(image), self._layers_note if self.image.choices else ""]
             )
         )
         try:
@@ -460,6 +484,18 @@ class PyramidBuilder(Container):
         self.cancel.enabled = running
 
     def _on_progress(self, step: Any) -> None:
+        # Repaints are coalesced: every one recomposes the whole window (the OpenGL canvas
+        # included), which costs tens of ms with software rendering.
+        self._step = step
+        if step.phase != "writing":
+            self._show_progress()
+        elif not self._progress_timer.isActive():
+            self._progress_timer.start()
+
+    def _show_progress(self) -> None:
+        step = self._step
+        if step is None:
+            return
         self.progress.max = max(step.total, 1)
         self.progress.value = step.done
         if self._pbar is not None:
@@ -475,6 +511,8 @@ class PyramidBuilder(Container):
 
     def _on_finished(self) -> None:
         worker = self.worker
+        self._progress_timer.stop()
+        self._step = None
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
