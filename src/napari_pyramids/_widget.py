@@ -278,6 +278,25 @@ class PyramidBuilder(Container):
         finally:
             self._quiet = False
 
+    def open_path(self, path: str | os.PathLike[str]) -> list[Layer]:
+        """Open the image at ``path`` with our reader and pick it; refuse clearly if unreadable.
+
+        Returns the layers added (none if the image was refused).
+        """
+        try:
+            planned = layer_data(path)
+        except PyramidError as exc:
+            self._refuse(str(exc))
+            return []
+        added = []
+        with layer_source(path=os.fspath(path), reader_plugin="napari-pyramids"):
+            for data, kwargs, kind in planned:
+                layer = Layer.create(data, kwargs, kind)
+                self._viewer.add_layer(layer)
+                added.append(layer)
+        self.image.value = added[0]
+        return added
+
     # ----------------------------------------------------------------- plan and summary
     def request(self, image: OmeZarrImage) -> BuildRequest:
         """The controls' values as a build request for ``image``."""
