@@ -39,7 +39,7 @@ from ._worker import BuildWorker, build_worker
 from .core.api import lazy_pyramid
 from .core.downsample import EDGES, METHODS
 from .core.errors import PyramidError
-from .core.estimate import disk_estimate
+from .core.estimate import compression_ratio, disk_estimate
 from .core.image import OmeZarrImage, open_image, read_array_info
 from .core.layers import (
     CHANNEL_KEY,
@@ -167,6 +167,8 @@ class PyramidBuilder(Container):
         self.executor: Any = None
         self._viewer = viewer
         self._root: Path | None = None
+        self._build_root: Path | None = None
+        self._ratios: dict[Path, float | None] = {}
         self._preview_layers: list[Layer] = []
         self._hidden: list[tuple[Layer, bool]] = []
         self._quiet = False
@@ -344,19 +346,21 @@ class PyramidBuilder(Container):
             self.summary.value = f"Nothing to build as set: {exc}"
             self.status.value = str(exc)
             return
-        self.summary.value = self._describe(plan)
+        if image.root not in self._ratios:  # walking level 0's chunks once per image is enough
+            self._ratios[image.root] = compression_ratio(image)
+        self.summary.value = self._describe(plan, self._ratios[image.root])
         if self.worker is None or not self.worker.is_running:
             self.status.value = "Ready: Preview shows the pyramid without writing anything."
 
     @staticmethod
-    def _describe(plan: Any) -> str:
+    def _describe(plan: Any, ratio: float | None) -> str:
         lines = []
         for level in plan.levels:
             shape = " × ".join(str(n) for n in level.shape)
             lines.append(f"level {level.index} ({level.path}): {shape}")
-        estimate = disk_estimate(plan)
-        ratio = f"level 0 stores 1:{1 / estimate.ratio:.1f}" if estimate.ratio else "raw"
-        text = f"needs ~{format_bytes(estimate.stored_bytes)} on disk ({ratio})"
+        estimate = disk_estimate(plan, ratio if ratio is not None else 1.0)
+        ratio_text = f"level 0 stores 1:{1 / ratio:.1f}" if ratio else "uncompressed"
+        text = f"needs ~{format_bytes(estimate.stored_bytes)} on disk ({ratio_text})"
         if estimate.free_bytes is not None:
             text += f", {format_bytes(estimate.free_bytes)} free"
             if not estimate.fits:
@@ -479,6 +483,7 @@ class PyramidBuilder(Container):
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self.worker = worker
+        self._build_root = image.root
         self._set_running(True)
         self.progress.max = max(plan.total_blocks, 1)
         self.progress.value = 0
@@ -536,7 +541,7 @@ class PyramidBuilder(Container):
             self._pbar.close()
             self._pbar = None
         self._set_running(False)
-        root = self._root
+        root = self._build_root
         if worker is not None and worker.plan is not None and root is not None:
             plan = worker.plan
             self._replace_layers(root)

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import zarr
+from napari.utils import progress
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QTextDocument
 
@@ -175,6 +176,7 @@ def test_cancel_mid_build_leaves_the_image_unchanged(
     widget.build.clicked()
     assert gated_executor.held.wait(timeout=30)  # one block written, the next one held
     assert tree_snapshot(sample_path) != before  # the build folder exists
+    assert "Building pyramid" in [bar.desc for bar in progress._all_instances]  # activity dock
     widget.cancel.clicked()
     with qtbot.waitSignal(widget.events.build_finished, timeout=BUILD_TIMEOUT) as outcome:
         gated_executor.gate.set()
