@@ -97,7 +97,7 @@ def notification_text(text: str) -> str:
 def describe_on_disk(image: OmeZarrImage) -> str:
     """The picked image in a few plain lines: where, what, and the levels it has."""
     level0 = image.level0
-    shape = " × ".join(str(n) for n in level0.shape)
+    shape = "×".join(str(n) for n in level0.shape)
     axes = "".join(a.name for a in image.axes)
     kind = "labels" if image.is_label else "image"
     sizes = []
@@ -118,7 +118,8 @@ def _plain_label(name: str, label: str = "") -> Label:
     widget.native.setTextFormat(Qt.TextFormat.PlainText)
     widget.native.setWordWrap(True)
     widget.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-    widget.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+    # Never squeezed below the wrapped text's height: a clipped refusal explains nothing.
+    widget.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
     widget.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return widget
 
@@ -356,7 +357,7 @@ class PyramidBuilder(Container):
     def _describe(plan: Any, ratio: float | None) -> str:
         lines = []
         for level in plan.levels:
-            shape = " × ".join(str(n) for n in level.shape)
+            shape = "×".join(str(n) for n in level.shape)
             lines.append(f"level {level.index} ({level.path}): {shape}")
         estimate = disk_estimate(plan, ratio if ratio is not None else 1.0)
         ratio_text = f"level 0 stores 1:{1 / ratio:.1f}" if ratio else "uncompressed"

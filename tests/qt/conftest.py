@@ -9,8 +9,6 @@ import pytest
 
 from napari_pyramids._sample_data import write_sample_image
 
-pytestmark = pytest.mark.gui
-
 
 @pytest.fixture
 def sample_path(tmp_path):

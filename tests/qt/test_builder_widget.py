@@ -52,7 +52,7 @@ def test_sample_opens_and_is_listed_with_sensible_defaults(viewer_and_builder):
     # 1024 -> 512 -> 256: three levels, the smallest about 256 px; mean for an image.
     assert widget.num_levels.value == 3
     assert widget.method.value == "mean"
-    assert "level 2 (2): 2 × 4 × 256 × 256" in widget.summary.value
+    assert "level 2 (2): 2×4×256×256" in widget.summary.value
     assert "on disk" in widget.summary.value
 
 
