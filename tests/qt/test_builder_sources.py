@@ -94,11 +94,14 @@ def test_open_path_picks_the_image_or_refuses_an_unreadable_one(
 
 def test_gui_command_opens_napari_with_the_widget_and_the_image(qtbot, sample_path):
     from napari_pyramids._launch import open_viewer
+    from napari_pyramids._widget import PyramidBuilder
 
     viewer = open_viewer(sample_path, run=False)
     try:
-        assert "Pyramid Builder (napari-pyramids)" in viewer.window._dock_widgets
+        widget = viewer.window.dock_widgets["Pyramid Builder (napari-pyramids)"]
+        assert isinstance(widget, PyramidBuilder)
         assert [layer.name for layer in viewer.layers] == ["nuclei", "membranes"]
+        assert widget.image.value in list(viewer.layers)
         assert viewer.layers[0].metadata["napari_pyramids_path"] == str(sample_path)
     finally:
         viewer.close()
