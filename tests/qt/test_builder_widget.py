@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import zarr
 from napari.utils import progress
+from napari.utils.notifications import notification_manager
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QTextDocument
 
 from imaging import reference_pyramid, tree_snapshot
-from napari_pyramids._sample_data import sample_planes
+from napari_pyramids._sample_data import sample_planes, write_sample_image
 from napari_pyramids._widget import NO_LAYER, notification_text
 from napari_pyramids.core import build_pyramid, open_image, plan_pyramid
 from napari_pyramids.core.store import LOCK_NAME
@@ -210,6 +211,7 @@ def test_a_failed_build_is_reported_and_changes_nothing(qtbot, viewer_and_builde
     assert _click_and_wait(qtbot, widget, widget.build) == "failed"
 
     assert "the disk is full" in widget.status.value
+    assert "the disk is full" in notification_manager.records[-1].message
     assert tree_snapshot(sample_path) == before
     assert not any(layer.multiscale for layer in viewer.layers)
     widget.executor.shutdown()
@@ -271,10 +273,6 @@ def test_levels_below_one_pixel_and_bad_chunks_are_refused(qtbot, viewer_and_bui
 
 
 def test_names_from_metadata_are_shown_as_plain_text(qtbot, viewer_and_builder, tmp_path):
-    from napari.utils.notifications import notification_manager
-
-    from napari_pyramids._sample_data import write_sample_image
-
     path = write_sample_image(tmp_path / "<b>bold<i>.zarr", size=256, depth=1)
     build_pyramid(zarrurl=path, num_levels=2)
     viewer, widget = viewer_and_builder
