@@ -10,6 +10,7 @@ folder, opens it in napari with the widget docked, and reports:
 - preview latency: from clicking Preview to the first frame the canvas draws with the
   preview layer, for the whole plane in view, again after a parameter change, and zoomed
   in to 1:1 (where only the visible tiles of level 0 are read);
+- cancel: from Cancel (clicked after the first block) to the image restored;
 - UI stall during a build: a QTimer ticks every 10 ms on the UI thread; the worst gap
   between ticks while the build writes, and including the reload of the layers at the end.
 """
@@ -81,6 +82,27 @@ def measure_preview(viewer, widget, clock, app) -> float:
     return clock.first_after(start, app) - start
 
 
+def measure_cancel(widget) -> float:
+    """Seconds from Cancel (after the first block) to the image being restored."""
+    from qtpy.QtCore import QEventLoop
+
+    loop = QEventLoop()
+    clicked: list[float] = []
+
+    def cancel_after_first_block(step) -> None:
+        if step.done >= 1 and not clicked:
+            clicked.append(time.perf_counter())
+            widget.cancel.clicked()
+
+    widget.events.build_finished.connect(loop.quit)
+    widget.build.clicked()
+    widget.worker.yielded.connect(cancel_after_first_block)
+    loop.exec()
+    widget.events.build_finished.disconnect(loop.quit)
+    assert widget.status.value.startswith("Cancelled"), widget.status.value
+    return time.perf_counter() - clicked[0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8192)
@@ -123,6 +145,8 @@ def main() -> int:
         settle = QEventLoop()
         QTimer.singleShot(1000, settle.quit)
         settle.exec()
+
+        results["cancel_s"] = measure_cancel(widget)
 
         ticks: list[float] = []
         timer = QTimer()
