@@ -291,3 +291,30 @@ def test_names_from_metadata_are_shown_as_plain_text(qtbot, viewer_and_builder, 
     document = QTextDocument()
     document.setHtml(shown)  # how Qt renders it: the entities show the original text
     assert document.toPlainText() == message
+
+
+def test_a_bad_parameter_during_a_preview_removes_it_and_says_why(
+    qtbot, viewer_and_builder, sample_path
+):
+    viewer, widget = viewer_and_builder
+    sources = _open(viewer, sample_path)
+    with qtbot.waitSignal(widget.events.preview_updated):
+        widget.preview.clicked()
+
+    with qtbot.waitSignal(widget.events.refused, timeout=5000) as refused:
+        widget.num_levels.value = 12  # the debounced refresh refuses it
+
+    assert "smaller than one pixel" in refused.args[0]
+    assert widget.preview_layers == ()
+    assert list(viewer.layers) == sources
+    assert all(layer.visible for layer in sources)
+
+
+def test_renamed_layers_are_renamed_in_the_picker(viewer_and_builder, sample_path):
+    viewer, widget = viewer_and_builder
+    nuclei, _ = _open(viewer, sample_path)
+
+    nuclei.name = "DAPI <i>"
+
+    assert "DAPI <i>" in [widget.image.native.itemText(i) for i in range(2)]
+    assert widget.image.value in (nuclei, viewer.layers[1])
