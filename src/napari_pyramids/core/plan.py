@@ -31,6 +31,18 @@ MIN_MEMORY_BUDGET = 16 * 2**20
 # Past this size a bigger block only delays the first write and starves the other workers.
 TARGET_BLOCK_BYTES = 32 * 2**20
 _OPEN_ARRAY_KEYS = {"write_empty_chunks", "fill_value", "dimension_separator"}
+_V2_ARRAY_KEYS = {
+    "zarr_format", "shape", "chunks", "dtype", "compressor", "fill_value", "order", "filters",
+    "dimension_separator",
+}  # fmt: skip
+_V3_ARRAY_KEYS = {
+    "zarr_format", "node_type", "shape", "data_type", "chunk_grid", "chunk_key_encoding",
+    "fill_value", "codecs", "attributes", "storage_transformers", "dimension_names",
+}  # fmt: skip
+# zarr keeps ~2.2 KiB of Python bookkeeping per chunk it reads or writes (tracemalloc, zarr
+# 3.1, v2 and v3 alike): a block of a million 1-voxel chunks costs gigabytes for 2 MiB of
+# pixels. Blocks are sized with this per-chunk cost so that tiny chunks mean small blocks.
+CHUNK_OVERHEAD = 4096
 
 
 @dataclass(frozen=True)
@@ -157,7 +169,8 @@ def parse_memory_budget(value: int | str | None) -> int:
         ) from None
     if budget < MIN_MEMORY_BUDGET:
         raise PyramidError(
-            f"memory_budget {value!r} is below the {format_bytes(MIN_MEMORY_BUDGET)} minimum"
+            f"memory_budget {value!r} is below the {format_bytes(MIN_MEMORY_BUDGET)} minimum; "
+            f"pass at least {format_bytes(MIN_MEMORY_BUDGET)}"
         )
     return budget
 
@@ -235,12 +248,14 @@ def level_shapes(
 
 
 def level_path(level0_path: str, index: int) -> str:
-    """The path of level ``index`` following level 0's naming (0 -> 1, s0 -> s1, scale0/x)."""
+    """The path of level ``index`` following level 0's naming (0 -> 1, s0 -> s1, 1 -> 2)."""
     match = re.match(r"^(.*?)(\d+)(\D*)$", level0_path)
     if not match:
         return f"{level0_path}_{index}"
     prefix, digits, suffix = match.groups()
-    return f"{prefix}{str(index).zfill(len(digits))}{suffix}"
+    # Count on from level 0's own number: a level 0 called '1' must never be replaced by
+    # the new level 1 (overwrite would move level 0 aside and delete it).
+    return f"{prefix}{str(int(digits) + index).zfill(len(digits))}{suffix}"
 
 
 def _chunk_layout(
@@ -268,7 +283,10 @@ def _array_document(
     options: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Level 0's metadata document with the shape and chunk layout of a new level."""
-    doc = copy.deepcopy(image.level0.document)
+    # Only the keys zarr defines: anything else in level 0's document is not ours to copy
+    # into every level (and a stranger's padding there would be copied once per level).
+    keys = _V2_ARRAY_KEYS if image.zarr_format == 2 else _V3_ARRAY_KEYS
+    doc = copy.deepcopy({k: v for k, v in image.level0.document.items() if k in keys})
     doc["shape"] = list(shape)
     if "fill_value" in options:
         doc["fill_value"] = options["fill_value"]
@@ -382,7 +400,20 @@ def task_bytes(
         # The input, the reducer's output and temporaries, and the output's encoded copy.
         peak = max(peak, current + working_memory(current, window, method) + out)
         current = out
-    return int(peak)
+    return int(peak) + CHUNK_OVERHEAD * _chunks_touched(levels, stage_source, stage_end, block)
+
+
+def _chunks_touched(
+    levels: Sequence[LevelPlan], source: int, end: int, block: Sequence[int]
+) -> int:
+    """The most chunks one zarr call of a block task handles: its read or one level's write."""
+    shape = tuple(block)
+    most = math.prod(-(-n // c) for n, c in zip(shape, levels[source].chunks, strict=True))
+    for target in range(source + 1, end + 1):
+        shape = tuple(-(-n // f) for n, f in zip(shape, levels[target].factors, strict=True))
+        count = math.prod(-(-n // c) for n, c in zip(shape, levels[target].chunks, strict=True))
+        most = max(most, count)
+    return most
 
 
 def _aligned_block(levels: Sequence[LevelPlan], source: int, end: int) -> tuple[int, ...]:
@@ -498,6 +529,8 @@ def plan_pyramid(
     if image.zarr_format == 2:
         check_regular_file_for_write(root / ".zgroup", "group metadata")
     paths = [level0.path] + [level_path(level0.path, k) for k in range(1, len(shapes))]
+    if level0.path in paths[1:]:
+        raise PyramidError(f"a new level would replace level 0 {level0.path!r}; rename it")
     for p in paths[1:]:
         check_level_path(p, "new level")
         check_no_links(root, p, "new level")
