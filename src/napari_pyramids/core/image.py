@@ -210,7 +210,7 @@ def open_image(zarrurl: str | os.PathLike[str]) -> OmeZarrImage:
         axes_json = multiscale.get("axes")
         has_multiscales = True
     else:
-        if _array_format(root / "0") is None:
+        if array_format(root / "0") is None:
             raise PyramidError(
                 f"{root} has no multiscales metadata and no array '0': it is not an OME-Zarr "
                 "image. Pass the image group (e.g. plate.zarr/B/03/0), not a plate or well."
@@ -285,9 +285,9 @@ def _read_group_document(root: Path) -> tuple[int, str, dict[str, Any]]:
     zgroup = read_json(root / ".zgroup", "group metadata")
     zattrs = read_json(root / ".zattrs", "group attributes")
     if zgroup is None and zattrs is None:
-        if _array_format(root / "0") is not None:
+        if array_format(root / "0") is not None:
             # A bare array without group metadata: treat the folder as a v2/v3 group.
-            fmt = _array_format(root / "0")
+            fmt = array_format(root / "0")
             return fmt, (".zattrs" if fmt == 2 else "zarr.json"), _empty_group(fmt)
         raise PyramidError(
             f"{root} is not a zarr group (no zarr.json, .zgroup or .zattrs): pass the folder "
@@ -308,7 +308,8 @@ def _empty_group(zarr_format: int) -> dict[str, Any]:
     return {"zarr_format": 3, "node_type": "group", "attributes": {}}
 
 
-def _array_format(folder: Path) -> int | None:
+def array_format(folder: Path) -> int | None:
+    """The zarr format of the array in ``folder`` (2 or 3), or None if it holds none."""
     if (folder / "zarr.json").is_file():
         return 3
     if (folder / ".zarray").is_file():
@@ -453,7 +454,7 @@ def _int_list(value: Any, where: str, minimum: int) -> tuple[int, ...]:
 def read_array_info(root: Path, rel: str, zarr_format: int) -> ArrayInfo:
     """Parse the metadata document of array ``rel`` of a group, checking it strictly."""
     folder = root / rel
-    found = _array_format(folder)
+    found = array_format(folder)
     if found is None:
         raise PyramidError(
             f"{root}: the multiscales metadata lists level {rel!r} but {folder} holds no zarr "

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from dask.utils import format_bytes, parse_bytes
 
 from .downsample import EDGES, METHODS, method_for_callable, output_length, working_memory
 from .errors import PyramidError
-from .image import OmeZarrImage
+from .image import OmeZarrImage, array_format
 from .metadata import dataset_entry, level_transforms
 from .paths import check_level_path, check_no_links, check_regular_file_for_write
 
@@ -361,6 +362,18 @@ def _existing_levels(
     listed = list(image.level_paths[1:]) if image.has_multiscales else []
     existing = [p for p in new_paths if os.path.lexists(root / p) or p in listed]
     extra = [p for p in listed if p not in new_paths]
+    replaced = tuple(p for p in new_paths if os.path.lexists(root / p))
+    for p in extra:
+        check_no_links(root, p, "level to drop")
+    for p in [*replaced, *extra]:
+        if os.path.lexists(root / p) and array_format(root / p) is None:
+            # Overwrite replaces pyramid levels, never whatever else sits at a level path or
+            # whatever a stranger's metadata lists as a level (a labels group, a notes folder).
+            raise PyramidError(
+                f"{root / p} sits where pyramid level {p!r} goes but is not a zarr array; the "
+                "build never replaces anything else. Move it away (or fix the multiscales "
+                "metadata), then run again. Nothing was written."
+            )
     if not overwrite and (existing or extra):
         name = (existing or extra)[0]
         raise PyramidError(
@@ -369,7 +382,19 @@ def _existing_levels(
         )
     for p in extra:
         check_level_path(p, "existing level")
-    return tuple(p for p in new_paths if os.path.lexists(root / p)), tuple(extra)
+    return replaced, tuple(extra)
+
+
+def _check_parent_folders(root: Path, rel: str) -> None:
+    """Every existing parent of a new level path must be a folder (publish creates the rest)."""
+    current = root
+    for part in rel.split("/")[:-1]:
+        current = current / part
+        if os.path.lexists(current) and not current.is_dir():
+            raise PyramidError(
+                f"new level {rel!r} needs the folder {current}, but that is a file; move it "
+                "away and run again. Nothing was written."
+            )
 
 
 def _check_overlap(paths: Sequence[str]) -> None:
@@ -534,10 +559,9 @@ def plan_pyramid(
     for p in paths[1:]:
         check_level_path(p, "new level")
         check_no_links(root, p, "new level")
+        _check_parent_folders(root, p)
     _check_overlap([*paths, *image.level_paths])
     replaced, dropped = _existing_levels(image, paths[1:], overwrite)
-    for p in dropped:
-        check_no_links(root, p, "level to drop")
 
     levels = []
     cumulative = (1,) * image.ndim
