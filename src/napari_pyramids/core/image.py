@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -615,6 +616,64 @@ def check_zarr_reads(root: Path, info: ArrayInfo) -> None:
             f"{root / info.path / name}: not supported by zarr {zarr.__version__} "
             f"({type(exc).__name__}: {detail}). Fix the metadata or convert the image."
         ) from None
+
+
+_METADATA_NAMES = {".zarray", ".zattrs", ".zgroup", "zarr.json"}
+
+
+class CheckedLocalStore(LocalStore):
+    """A LocalStore that refuses to read files no honest chunk (or metadata) could be.
+
+    Chunk files come from strangers too: one linked to ``/dev/zero`` never ends, a FIFO
+    blocks, and a sparse file of 2 GiB takes no disk space but 2 GiB of memory to read for a
+    512-byte chunk. Files are checked (``stat``, following links: reading through links is
+    allowed) before zarr reads them.
+    """
+
+    def __init__(
+        self, root: Path | str, *, read_only: bool = True, max_file_bytes: int | None = None
+    ) -> None:
+        super().__init__(root, read_only=read_only)
+        self.max_file_bytes = max_file_bytes
+
+    def _check(self, key: str) -> None:
+        path = Path(self.root) / key
+        try:
+            info = os.stat(path)
+        except OSError:
+            return  # a missing chunk reads as the fill value
+        metadata = key.rsplit("/", 1)[-1] in _METADATA_NAMES
+        limit = MAX_ARRAY_JSON_BYTES if metadata else self.max_file_bytes
+        if not stat.S_ISREG(info.st_mode):
+            raise PyramidError(f"{path} is not a regular file; restore the image's chunk files")
+        if limit is not None and info.st_size > limit:
+            raise PyramidError(
+                f"{path} is {info.st_size} bytes, more than any chunk of this array can take "
+                f"({limit}); the file is corrupt or crafted. Restore it."
+            )
+
+    async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+        self._check(key)
+        return await super().get(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype: Any, key_ranges: Any) -> Any:
+        key_ranges = list(key_ranges)
+        for key, _ in key_ranges:
+            self._check(key)
+        return await super().get_partial_values(prototype, key_ranges)
+
+
+def open_array_checked(folder: Path | str) -> zarr.Array:
+    """Open a stored array read-only, refusing chunk files bigger than its chunks can be.
+
+    The cap is the uncompressed size of one chunk (one shard, with its index) plus a quarter
+    and 1 MiB: no codec zarr ships expands data by more than a few per cent.
+    """
+    array = zarr.open_array(store=CheckedLocalStore(folder), mode="r")
+    unit = array.shards or array.chunks
+    index = 16 * math.prod(u // c for u, c in zip(unit, array.chunks, strict=True)) + 4
+    limit = int(1.25 * math.prod(unit) * array.dtype.itemsize) + index + 2**20
+    return zarr.open_array(store=CheckedLocalStore(folder, max_file_bytes=limit), mode="r")
 
 
 def _v2_dtype(value: Any, where: str) -> np.dtype:
