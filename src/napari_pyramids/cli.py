@@ -147,14 +147,19 @@ def _build(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     bar = None
+    finished = False
     try:
         for step in build:
             if bar is None and not args.quiet:
                 bar = tqdm(total=step.total, unit="block", desc="building", file=sys.stderr)
             if bar is not None:
                 bar.update(step.done - bar.n)
+        finished = True
     finally:
         if bar is not None:
+            # A build refused midway (a crafted chunk file) erases its bar, so the terminal
+            # shows the one error line and no half-drawn bar above it.
+            bar.leave = finished
             bar.close()
         build.close()
     return _info(args)
