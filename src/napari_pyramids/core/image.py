@@ -8,6 +8,7 @@ document (same codecs, fill value, separators and dimension names by constructio
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -663,7 +664,44 @@ class CheckedLocalStore(LocalStore):
         return await super().get_partial_values(prototype, key_ranges)
 
 
-def open_array_checked(folder: Path | str) -> zarr.Array:
+class CheckedArray:
+    """A stored array, read-only, whose reads check chunk files first and fail in one line.
+
+    Files of the region are checked before zarr starts reading them (a refusal raised inside
+    zarr's concurrent reads leaves its other reads pending, and asyncio complains at exit);
+    anything zarr then fails on, such as a truncated chunk a codec cannot decode, becomes a
+    PyramidError naming the array instead of a codec's traceback.
+    """
+
+    def __init__(self, array: zarr.Array, store: CheckedLocalStore) -> None:
+        self._array = array
+        self._store = store
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.chunks, self.shards = array.chunks, array.shards
+
+    def __getitem__(self, region: Any) -> np.ndarray:
+        unit = self.shards or self.chunks
+        ranges = []
+        for index, n, u in zip(np.index_exp[region], self.shape, unit, strict=False):
+            start, stop, _ = (
+                index.indices(n) if isinstance(index, slice) else (index, index + 1, 1)
+            )
+            ranges.append(range(start // u, -(-stop // u)) if stop > start else range(0))
+        for coords in itertools.product(*ranges):
+            self._store._check(self._array.metadata.encode_chunk_key(coords))
+        try:
+            return self._array[region]
+        except (PyramidError, MemoryError):
+            raise
+        except Exception as exc:  # codecs raise anything on corrupt data
+            detail = " ".join(str(exc).split())[:160]
+            raise PyramidError(
+                f"{self._store.root}: a chunk could not be read ({type(exc).__name__}: "
+                f"{detail}); the file is corrupt or crafted. Restore the image."
+            ) from None
+
+
+def open_array_checked(folder: Path | str) -> CheckedArray:
     """Open a stored array read-only, refusing chunk files bigger than its chunks can be.
 
     The cap is the uncompressed size of one chunk (one shard, with its index) plus a quarter
@@ -673,7 +711,8 @@ def open_array_checked(folder: Path | str) -> zarr.Array:
     unit = array.shards or array.chunks
     index = 16 * math.prod(u // c for u, c in zip(unit, array.chunks, strict=True)) + 4
     limit = int(1.25 * math.prod(unit) * array.dtype.itemsize) + index + 2**20
-    return zarr.open_array(store=CheckedLocalStore(folder, max_file_bytes=limit), mode="r")
+    store = CheckedLocalStore(folder, max_file_bytes=limit)
+    return CheckedArray(zarr.open_array(store=store, mode="r"), store)
 
 
 def _v2_dtype(value: Any, where: str) -> np.dtype:
