@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from crafted import CASES, Case, cli_arguments, image, params, write_doc
+from crafted import CASES, Case, cli_arguments, image, write_doc
 from imaging import tree_snapshot
 from napari_pyramids.cli import main
 
@@ -46,7 +46,7 @@ def assert_one_line_refusal(err: str, case: Case, crafted, cli: bool = True) -> 
         assert word.lower() in line.lower(), f"{word!r} missing from: {err}"
 
 
-@pytest.mark.parametrize("case", params(CLI_CASES))
+@pytest.mark.parametrize("case", CLI_CASES, ids=lambda case: case.id)
 def test_crafted_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, case: Case):
     crafted = case.build(tmp_path)
     before = crafted.snapshot()
@@ -67,6 +67,7 @@ def test_crafted_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys
         "shape-1e15-voxels",
         "factor-2.5",
         "chunk-file-links-to-dev-zero",
+        "chunk-file-corrupt",
     ],
 )
 def test_crafted_input_in_a_real_process_exits_2_without_traceback(tmp_path, case_id):
