@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .core.downsample import EDGES, METHODS
 from .core.errors import BuildCancelled, PyramidError
@@ -35,8 +35,29 @@ def _levels(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer or 'auto'") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse reporting a bad argument in one line and exit status 2, like every refusal."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"napari-pyramids: error: {message}; see '{self.prog} --help'\n")
+
+
+def terminal_text(text: str, one_line: bool = False) -> str:
+    """``text`` with control and invisible characters escaped, safe to print on a terminal.
+
+    Names in an image's metadata come from strangers: an escape sequence in an axis name
+    must not recolour, retitle or clear the user's terminal, nor a right-to-left override
+    disguise a path.
+    """
+    keep = "" if one_line else "\n"
+    return "".join(
+        c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="napari-pyramids",
         description="Build multiscale pyramids for OME-Zarr images in place.",
     )
@@ -93,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except PyramidError as exc:
-        print(f"napari-pyramids: error: {exc}", file=sys.stderr)
+        print(f"napari-pyramids: error: {terminal_text(str(exc), one_line=True)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (BuildCancelled, KeyboardInterrupt):
         print("napari-pyramids: cancelled; the image is unchanged", file=sys.stderr)
@@ -126,14 +147,19 @@ def _build(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     bar = None
+    finished = False
     try:
         for step in build:
             if bar is None and not args.quiet:
                 bar = tqdm(total=step.total, unit="block", desc="building", file=sys.stderr)
             if bar is not None:
                 bar.update(step.done - bar.n)
+        finished = True
     finally:
         if bar is not None:
+            # A build refused midway (a crafted chunk file) erases its bar, so the terminal
+            # shows the one error line and no half-drawn bar above it.
+            bar.leave = finished
             bar.close()
         build.close()
     return _info(args)
@@ -142,7 +168,7 @@ def _build(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from .core.info import describe_image
 
-    print(describe_image(args.zarrurl))
+    print(terminal_text(describe_image(args.zarrurl)))
     return 0
 
 

@@ -29,7 +29,7 @@ from zarr.storage import LocalStore
 
 from .downsample import coarsen
 from .errors import BuildCancelled, PyramidError
-from .image import open_image
+from .image import CheckedArray, open_array_checked, open_image
 from .metadata import group_document_with, multiscale_with_levels
 from .plan import PyramidPlan, Stage, plan_pyramid
 from .store import BuildFolder, ImageLock, encode_json, recover, storage_error
@@ -59,7 +59,10 @@ class BlockTask:
 
 
 @functools.lru_cache(maxsize=32)
-def _open_array(path: str, writable: bool, write_empty_chunks: bool) -> zarr.Array:
+def _open_array(path: str, writable: bool, write_empty_chunks: bool) -> zarr.Array | CheckedArray:
+    if not writable:
+        # Level 0's chunk files come from strangers: refuse /dev/zero links and giant files.
+        return open_array_checked(path)
     store = LocalStore(path, read_only=not writable)
     return zarr.open_array(
         store=store,

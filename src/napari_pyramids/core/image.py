@@ -8,21 +8,30 @@ document (same codecs, fill value, separators and dimension names by constructio
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import re
+import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
+from zarr.storage import LocalStore
 
 from .errors import PyramidError
-from .paths import check_level_path, image_root, read_json
+from .paths import MAX_ARRAY_JSON_BYTES, check_level_path, image_root, read_json
 
 # Above this many voxels a shape is not an image anyone acquired but broken metadata
 # (2**48 voxels is 512 TiB of uint16).
 MAX_VOXELS = 2**48
 SUPPORTED_NGFF = {2: "0.4", 3: "0.5"}
+# A level at least halves Y and X, so 2**48 voxels allow about 48 levels; a longer list is
+# broken or hostile metadata (and every listed level is checked, copied and maybe replaced).
+MAX_LEVELS = 64
 _V3_DTYPES = {
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64",
@@ -72,19 +81,19 @@ class ArrayInfo:
         doc = self.document
         if self.zarr_format == 2:
             comp = doc.get("compressor")
-            name = comp.get("id", "?") if isinstance(comp, dict) else "none"
+            name = str(comp.get("id", "?")) if isinstance(comp, dict) else "none"
             if isinstance(comp, dict) and comp.get("cname"):
                 name += f"-{comp['cname']}"
             filters = doc.get("filters") or []
-            names = [f.get("id", "?") for f in filters if isinstance(f, dict)]
+            names = [str(f.get("id", "?")) for f in filters if isinstance(f, dict)]
             return "+".join([*names, name])
         names = []
         for codec in doc.get("codecs", []):
             if codec.get("name") == "sharding_indexed":
-                inner = codec.get("configuration", {}).get("codecs", [])
-                names.append("shard[" + "+".join(c.get("name", "?") for c in inner) + "]")
+                inner = codec["configuration"].get("codecs", [])
+                names.append("shard[" + "+".join(str(c.get("name")) for c in inner) + "]")
             else:
-                names.append(codec.get("name", "?"))
+                names.append(str(codec.get("name")))
         return "+".join(names)
 
 
@@ -203,7 +212,7 @@ def open_image(zarrurl: str | os.PathLike[str]) -> OmeZarrImage:
         axes_json = multiscale.get("axes")
         has_multiscales = True
     else:
-        if _array_format(root / "0") is None:
+        if array_format(root / "0") is None:
             raise PyramidError(
                 f"{root} has no multiscales metadata and no array '0': it is not an OME-Zarr "
                 "image. Pass the image group (e.g. plate.zarr/B/03/0), not a plate or well."
@@ -219,6 +228,7 @@ def open_image(zarrurl: str | os.PathLike[str]) -> OmeZarrImage:
             f"{root}/{level0.path} has {ndim} dimensions; OME-Zarr images have 2 to 5 "
             "(t, c, z, y, x). Nothing was written."
         )
+    check_zarr_reads(root, level0)
     axes = _axes(root, axes_json, ndim) if has_multiscales else default_axes(ndim)
     if scales is None:
         scales = ((1.0,) * ndim,)
@@ -277,9 +287,9 @@ def _read_group_document(root: Path) -> tuple[int, str, dict[str, Any]]:
     zgroup = read_json(root / ".zgroup", "group metadata")
     zattrs = read_json(root / ".zattrs", "group attributes")
     if zgroup is None and zattrs is None:
-        if _array_format(root / "0") is not None:
+        if array_format(root / "0") is not None:
             # A bare array without group metadata: treat the folder as a v2/v3 group.
-            fmt = _array_format(root / "0")
+            fmt = array_format(root / "0")
             return fmt, (".zattrs" if fmt == 2 else "zarr.json"), _empty_group(fmt)
         raise PyramidError(
             f"{root} is not a zarr group (no zarr.json, .zgroup or .zattrs): pass the folder "
@@ -300,7 +310,8 @@ def _empty_group(zarr_format: int) -> dict[str, Any]:
     return {"zarr_format": 3, "node_type": "group", "attributes": {}}
 
 
-def _array_format(folder: Path) -> int | None:
+def array_format(folder: Path) -> int | None:
+    """The zarr format of the array in ``folder`` (2 or 3), or None if it holds none."""
     if (folder / "zarr.json").is_file():
         return 3
     if (folder / ".zarray").is_file():
@@ -345,6 +356,12 @@ def _datasets(
     datasets = multiscale.get("datasets")
     if not isinstance(datasets, list) or not datasets:
         raise PyramidError(f"{root}: multiscales[0].datasets must be a non-empty list")
+    if len(datasets) > MAX_LEVELS:
+        raise PyramidError(
+            f"{root}: multiscales[0].datasets lists {len(datasets)} levels; a pyramid has at "
+            f"most {MAX_LEVELS} (each level at least halves Y and X). Fix the multiscales "
+            "metadata."
+        )
     paths, scales, translation0 = [], [], None
     for i, ds in enumerate(datasets):
         what = f"{root}: multiscales[0].datasets[{i}]"
@@ -365,7 +382,7 @@ def _datasets(
         if scale is None:
             raise PyramidError(f"{what} has no scale transformation")
         scales.append(scale)
-    duplicates = sorted({p for p in paths if paths.count(p) > 1})
+    duplicates = sorted(p for p, n in Counter(paths).items() if n > 1)
     if duplicates:
         raise PyramidError(
             f"{root}: multiscales[0].datasets lists the path(s) {duplicates} more than once; "
@@ -412,26 +429,34 @@ def _is_label(root: Path, ome: dict[str, Any]) -> bool:
             doc = read_json(parent / name, "labels group metadata")
         except PyramidError:
             return False
-        if isinstance(doc, dict):
-            attrs = doc.get("attributes", {}).get("ome", {}) if name == "zarr.json" else doc
-            labels = attrs.get("labels") if isinstance(attrs, dict) else None
-            if isinstance(labels, list) and root.name in labels:
-                return True
+        # The parent group is outside the image and only a hint: any shape but the expected
+        # one means "not a labels group", never a crash.
+        attrs = _member(_member(doc, "attributes"), "ome") if name == "zarr.json" else doc
+        labels = _member(attrs, "labels")
+        if isinstance(labels, list) and root.name in labels:
+            return True
     return False
+
+
+def _member(document: Any, key: str) -> Any:
+    return document.get(key) if isinstance(document, dict) else None
 
 
 def _int_list(value: Any, where: str, minimum: int) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value
     ):
-        raise PyramidError(f"{where} must be a list of integers >= {minimum}, got {value!r:.80}")
+        raise PyramidError(
+            f"{where} must be a list of integers >= {minimum}, got {value!r:.80}. "
+            "Fix the metadata."
+        )
     return tuple(value)
 
 
 def read_array_info(root: Path, rel: str, zarr_format: int) -> ArrayInfo:
     """Parse the metadata document of array ``rel`` of a group, checking it strictly."""
     folder = root / rel
-    found = _array_format(folder)
+    found = array_format(folder)
     if found is None:
         raise PyramidError(
             f"{root}: the multiscales metadata lists level {rel!r} but {folder} holds no zarr "
@@ -443,49 +468,28 @@ def read_array_info(root: Path, rel: str, zarr_format: int) -> ArrayInfo:
             "OME-Zarr image keeps one format. Convert the image first."
         )
     name = ".zarray" if zarr_format == 2 else "zarr.json"
-    doc = read_json(folder / name, "array metadata")
+    doc = read_json(folder / name, "array metadata", max_bytes=MAX_ARRAY_JSON_BYTES)
     where = f"{folder / name}"
     if not isinstance(doc, dict):
-        raise PyramidError(f"{where} must hold a JSON object")
+        raise PyramidError(f"{where} must hold a JSON object. Fix or restore the file.")
     shape = _int_list(doc.get("shape"), f"{where}: shape", 0)
     if zarr_format == 2:
-        if doc.get("zarr_format") != 2:
-            raise PyramidError(f"{where}: zarr_format must be 2")
-        chunks = _int_list(doc.get("chunks"), f"{where}: chunks", 1)
-        shards = None
-        dtype = _v2_dtype(doc.get("dtype"), where)
-        if doc.get("order", "C") not in ("C", "F"):
-            raise PyramidError(f"{where}: order must be 'C' or 'F'")
+        # zarr reads an array's .zattrs too: it must be as harmless as any metadata.
+        read_json(folder / ".zattrs", "array attributes", max_bytes=MAX_ARRAY_JSON_BYTES)
+        dtype, chunks, shards = _v2_layout(doc, where)
     else:
-        if doc.get("zarr_format") != 3 or doc.get("node_type") != "array":
-            raise PyramidError(f"{where}: needs zarr_format 3 and node_type 'array'")
-        dtype = _v3_dtype(doc.get("data_type"), where)
-        grid = doc.get("chunk_grid")
-        if not isinstance(grid, dict) or grid.get("name") != "regular":
-            raise PyramidError(f"{where}: only a 'regular' chunk_grid is supported")
-        outer = _int_list(grid.get("configuration", {}).get("chunk_shape"), f"{where}: chunks", 1)
-        chunks, shards = outer, None
-        codecs = doc.get("codecs")
-        if not isinstance(codecs, list) or not all(isinstance(c, dict) for c in codecs):
-            raise PyramidError(f"{where}: codecs must be a list of objects")
-        for codec in codecs:
-            if codec.get("name") == "sharding_indexed":
-                config = codec.get("configuration")
-                if not isinstance(config, dict):
-                    raise PyramidError(f"{where}: sharding_indexed needs a configuration")
-                chunks = _int_list(config.get("chunk_shape"), f"{where}: inner chunks", 1)
-                shards = outer
-        names = doc.get("dimension_names")
-        if names is not None and (
-            not isinstance(names, list)
-            or len(names) != len(shape)
-            or not all(n is None or isinstance(n, str) for n in names)
-        ):
-            raise PyramidError(f"{where}: dimension_names must list one name per dimension")
+        dtype, chunks, shards = _v3_layout(doc, where, len(shape))
+    _check_fill_value(doc.get("fill_value"), where)
     if len(chunks) != len(shape) or (shards and len(shards) != len(shape)):
-        raise PyramidError(f"{where}: chunks have {len(chunks)} dims but shape has {len(shape)}")
+        raise PyramidError(
+            f"{where}: chunks have {len(chunks)} dims but shape has {len(shape)}. "
+            "Fix the metadata."
+        )
     if shards and any(s % c for s, c in zip(shards, chunks, strict=True)):
-        raise PyramidError(f"{where}: shard shape {shards} is not a multiple of chunks {chunks}")
+        raise PyramidError(
+            f"{where}: shard shape {shards} is not a multiple of chunks {chunks}, so it is "
+            "not valid zarr. Fix the metadata."
+        )
     if 0 in shape:
         raise PyramidError(f"{where}: shape {shape} is empty along an axis; nothing to coarsen")
     voxels = math.prod(shape)
@@ -497,13 +501,230 @@ def read_array_info(root: Path, rel: str, zarr_format: int) -> ArrayInfo:
     return ArrayInfo(rel, zarr_format, shape, dtype, chunks, shards, doc)
 
 
+def _v2_layout(
+    doc: dict[str, Any], where: str
+) -> tuple[np.dtype, tuple[int, ...], tuple[int, ...] | None]:
+    if doc.get("zarr_format") != 2:
+        raise PyramidError(f"{where}: zarr_format must be 2. Fix the metadata.")
+    chunks = _int_list(doc.get("chunks"), f"{where}: chunks", 1)
+    dtype = _v2_dtype(doc.get("dtype"), where)
+    if doc.get("order", "C") not in ("C", "F"):
+        raise PyramidError(f"{where}: order must be 'C' or 'F'. Fix the metadata.")
+    separator = doc.get("dimension_separator")
+    if separator not in (None, ".", "/"):
+        # The separator joins chunk indices into file names: '/../' would climb out.
+        raise PyramidError(
+            f"{where}: dimension_separator {separator!r:.40} is not '.' or '/'. Fix the metadata."
+        )
+    filters = doc.get("filters")
+    if filters is not None and not isinstance(filters, list):
+        raise PyramidError(f"{where}: filters must be a list or null. Fix the metadata.")
+    for codec in [*(filters or []), doc.get("compressor")]:
+        if codec is not None:
+            _check_codec(codec, "id", where)
+    return dtype, chunks, None
+
+
+def _v3_layout(
+    doc: dict[str, Any], where: str, ndim: int
+) -> tuple[np.dtype, tuple[int, ...], tuple[int, ...] | None]:
+    if doc.get("zarr_format") != 3 or doc.get("node_type") != "array":
+        raise PyramidError(f"{where}: needs zarr_format 3 and node_type 'array'")
+    dtype = _v3_dtype(doc.get("data_type"), where)
+    grid = doc.get("chunk_grid")
+    if not isinstance(grid, dict) or grid.get("name") != "regular":
+        raise PyramidError(f"{where}: only a 'regular' chunk_grid is supported")
+    outer = _int_list(
+        _member(grid.get("configuration"), "chunk_shape"), f"{where}: chunk_grid chunk_shape", 1
+    )
+    encoding = doc.get("chunk_key_encoding")
+    configuration = _member(encoding, "configuration") or {}
+    if (
+        not isinstance(encoding, dict)
+        or encoding.get("name") not in ("default", "v2")
+        or not isinstance(configuration, dict)
+        or configuration.get("separator", "/") not in (".", "/")
+    ):
+        # The separator joins chunk indices into file names: '/../' would climb out.
+        raise PyramidError(
+            f"{where}: chunk_key_encoding {encoding!r:.80} is not 'default' or 'v2' with a "
+            "'.' or '/' separator. Fix the metadata."
+        )
+    if doc.get("storage_transformers") not in (None, []):
+        raise PyramidError(f"{where}: storage_transformers are not supported")
+    chunks, shards = outer, None
+    for codec in _v3_codecs(doc.get("codecs"), where):
+        _check_codec(codec, "name", where)
+        if codec.get("name") == "sharding_indexed":
+            config = codec.get("configuration")
+            if not isinstance(config, dict):
+                raise PyramidError(f"{where}: sharding_indexed needs a configuration")
+            chunks = _int_list(config.get("chunk_shape"), f"{where}: inner chunks", 1)
+            shards = outer
+            for key in ("codecs", "index_codecs"):
+                for inner in _v3_codecs(config.get(key, []), where):
+                    _check_codec(inner, "name", where)
+    names = doc.get("dimension_names")
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != ndim
+        or not all(n is None or isinstance(n, str) for n in names)
+    ):
+        raise PyramidError(f"{where}: dimension_names must list one name per dimension")
+    return dtype, chunks, shards
+
+
+def _v3_codecs(codecs: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(codecs, list) or not all(isinstance(c, dict) for c in codecs):
+        raise PyramidError(f"{where}: codecs must be a list of objects. Fix the metadata.")
+    return codecs
+
+
+# Codecs that decode chunks into Python objects; pickle runs arbitrary code while doing so.
+_OBJECT_CODECS = {"pickle", "msgpack2", "json2", "vlen-utf8", "vlen-bytes", "vlen-array"}
+
+
+def _check_codec(codec: Any, key: str, where: str) -> None:
+    name = _member(codec, key)
+    if not isinstance(name, str):
+        raise PyramidError(f"{where}: a codec without a string {key!r}: {codec!r:.80}")
+    if name.removeprefix("numcodecs.") in _OBJECT_CODECS | {"categorize"}:
+        raise PyramidError(
+            f"{where}: codec {name!r} is not supported: it decodes to Python objects (pickle "
+            "even runs code), and pyramids are built for numeric images only"
+        )
+
+
+def _check_fill_value(value: Any, where: str) -> None:
+    special = ("NaN", "Infinity", "-Infinity")
+    if value is None or isinstance(value, int | float) or value in special:
+        return
+    if isinstance(value, str) and re.fullmatch(r"0x[0-9a-fA-F]{1,16}", value):
+        return  # zarr v3 spells exact float bit patterns in hex
+    raise PyramidError(
+        f"{where}: fill_value {value!r:.80} is not a number. Fix the metadata (0 is usual)."
+    )
+
+
+def check_zarr_reads(root: Path, info: ArrayInfo) -> None:
+    """Let zarr itself parse the metadata, so that nothing it rejects surfaces mid-build."""
+    name = ".zarray" if info.zarr_format == 2 else "zarr.json"
+    try:
+        zarr.open_array(store=LocalStore(root / info.path, read_only=True), mode="r")
+    except Exception as exc:  # zarr raises many types for metadata it refuses
+        detail = " ".join(str(exc).split())[:200]
+        raise PyramidError(
+            f"{root / info.path / name}: not supported by zarr {zarr.__version__} "
+            f"({type(exc).__name__}: {detail}). Fix the metadata or convert the image."
+        ) from None
+
+
+_METADATA_NAMES = {".zarray", ".zattrs", ".zgroup", "zarr.json"}
+
+
+class CheckedLocalStore(LocalStore):
+    """A LocalStore that refuses to read files no honest chunk (or metadata) could be.
+
+    Chunk files come from strangers too: one linked to ``/dev/zero`` never ends, a FIFO
+    blocks, and a sparse file of 2 GiB takes no disk space but 2 GiB of memory to read for a
+    512-byte chunk. Files are checked (``stat``, following links: reading through links is
+    allowed) before zarr reads them.
+    """
+
+    def __init__(
+        self, root: Path | str, *, read_only: bool = True, max_file_bytes: int | None = None
+    ) -> None:
+        super().__init__(root, read_only=read_only)
+        self.max_file_bytes = max_file_bytes
+
+    def _check(self, key: str) -> None:
+        path = Path(self.root) / key
+        try:
+            info = os.stat(path)
+        except OSError:
+            return  # a missing chunk reads as the fill value
+        metadata = key.rsplit("/", 1)[-1] in _METADATA_NAMES
+        limit = MAX_ARRAY_JSON_BYTES if metadata else self.max_file_bytes
+        if not stat.S_ISREG(info.st_mode):
+            raise PyramidError(f"{path} is not a regular file; restore the image's chunk files")
+        if limit is not None and info.st_size > limit:
+            raise PyramidError(
+                f"{path} is {info.st_size} bytes, more than any chunk of this array can take "
+                f"({limit}); the file is corrupt or crafted. Restore it."
+            )
+
+    async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+        self._check(key)
+        return await super().get(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype: Any, key_ranges: Any) -> Any:
+        key_ranges = list(key_ranges)
+        for key, _ in key_ranges:
+            self._check(key)
+        return await super().get_partial_values(prototype, key_ranges)
+
+
+class CheckedArray:
+    """A stored array, read-only, whose reads check chunk files first and fail in one line.
+
+    Files of the region are checked before zarr starts reading them (a refusal raised inside
+    zarr's concurrent reads leaves its other reads pending, and asyncio complains at exit);
+    anything zarr then fails on, such as a truncated chunk a codec cannot decode, becomes a
+    PyramidError naming the array instead of a codec's traceback.
+    """
+
+    def __init__(self, array: zarr.Array, store: CheckedLocalStore) -> None:
+        self._array = array
+        self._store = store
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.chunks, self.shards = array.chunks, array.shards
+
+    def __getitem__(self, region: Any) -> np.ndarray:
+        unit = self.shards or self.chunks
+        ranges = []
+        for index, n, u in zip(np.index_exp[region], self.shape, unit, strict=False):
+            start, stop, _ = (
+                index.indices(n) if isinstance(index, slice) else (index, index + 1, 1)
+            )
+            ranges.append(range(start // u, -(-stop // u)) if stop > start else range(0))
+        for coords in itertools.product(*ranges):
+            self._store._check(self._array.metadata.encode_chunk_key(coords))
+        try:
+            return self._array[region]
+        except (PyramidError, MemoryError):
+            raise
+        except Exception as exc:  # codecs raise anything on corrupt data
+            detail = " ".join(str(exc).split())[:160]
+            raise PyramidError(
+                f"{self._store.root}: a chunk could not be read ({type(exc).__name__}: "
+                f"{detail}); the file is corrupt or crafted. Restore the image."
+            ) from None
+
+
+def open_array_checked(folder: Path | str) -> CheckedArray:
+    """Open a stored array read-only, refusing chunk files bigger than its chunks can be.
+
+    The cap is the uncompressed size of one chunk (one shard, with its index) plus a quarter
+    and 1 MiB: no codec zarr ships expands data by more than a few per cent.
+    """
+    array = zarr.open_array(store=CheckedLocalStore(folder), mode="r")
+    unit = array.shards or array.chunks
+    index = 16 * math.prod(u // c for u, c in zip(unit, array.chunks, strict=True)) + 4
+    limit = int(1.25 * math.prod(unit) * array.dtype.itemsize) + index + 2**20
+    store = CheckedLocalStore(folder, max_file_bytes=limit)
+    return CheckedArray(zarr.open_array(store=store, mode="r"), store)
+
+
 def _v2_dtype(value: Any, where: str) -> np.dtype:
     if not isinstance(value, str):
         raise PyramidError(f"{where}: dtype must be a string such as '<u2', got {value!r:.80}")
     try:
         dtype = np.dtype(value)
-    except TypeError:
-        raise PyramidError(f"{where}: unknown dtype {value!r}") from None
+    except (TypeError, ValueError):
+        raise PyramidError(
+            f"{where}: dtype {value!r:.80} is not supported; pyramids can be built for bool, "
+            "integer and float images"
+        ) from None
     return _check_numeric(dtype, where)
 
 

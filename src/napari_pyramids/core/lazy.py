@@ -10,11 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask.array as da
-import zarr
-from zarr.storage import LocalStore
 
 from .downsample import coarsen, output_length
-from .image import OmeZarrImage
+from .image import OmeZarrImage, open_array_checked
 
 # Coarse levels merge their ever smaller chunks back to about this many pixels per axis, so
 # a preview of a big plane is a few hundred tasks, not tens of thousands.
@@ -23,7 +21,7 @@ MIN_PREVIEW_CHUNK = 256
 
 def open_level(image: OmeZarrImage, path: str) -> da.Array:
     """A stored level of ``image`` as a read-only dask array (one dask chunk per zarr unit)."""
-    array = zarr.open_array(store=LocalStore(image.root / path, read_only=True), mode="r")
+    array = open_array_checked(image.root / path)
     return da.from_array(array, chunks=array.shards or array.chunks, name=False)
 
 

@@ -20,9 +20,20 @@ from .errors import PyramidError
 # A metadata document bigger than this is not an OME-Zarr attribute file but an attack or
 # an accident; reading it whole would defeat the memory budget.
 MAX_JSON_BYTES = 16 * 1024 * 1024
+# Parsed JSON costs up to ~70 bytes per list or object and ~30 per value (measured with
+# tracemalloc: 16 MiB of "[]," is 400 MiB of lists, and each deep copy doubles it). These
+# caps keep any accepted document under ~100 MiB of Python objects; real metadata, even
+# label tables with 100 000 entries, stays far below them.
+MAX_JSON_VALUES = 2_000_000
+MAX_JSON_CONTAINERS = 250_000
+# Real zarr/NGFF documents nest about ten levels; copying and re-encoding recurse per level.
+MAX_JSON_DEPTH = 64
+# An array's metadata document is a few hundred bytes; its copies go into every new level.
+MAX_ARRAY_JSON_BYTES = 1024 * 1024
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _FORBIDDEN_CHARS = re.compile(r"[\\:\x00-\x1f\x7f]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def image_root(zarrurl: str | os.PathLike[str]) -> Path:
@@ -41,6 +52,11 @@ def image_root(zarrurl: str | os.PathLike[str]) -> Path:
         )
     if not text.strip():
         raise PyramidError("zarrurl is empty: pass the path of an OME-Zarr image group")
+    if _CONTROL_CHARS.search(text):
+        raise PyramidError(
+            f"zarrurl {text!r} contains a NUL or control character; pass the plain path of "
+            "an OME-Zarr image group"
+        )
     root = Path(text).expanduser().absolute()
     if os.path.islink(root):
         raise PyramidError(
@@ -76,11 +92,18 @@ def check_level_path(path: Any, what: str) -> str:
         problem = "has an empty, '.' or '..' component"
     elif any(part.startswith(".") for part in path.split("/")):
         problem = "has a hidden component (starting with '.')"
+    elif not path.isprintable():
+        # Zero-width, direction-override and no-break characters make one name look like
+        # another in every message and file browser.
+        problem = "contains an invisible or non-printable character"
+    elif any(part.endswith((".", " ")) for part in path.split("/")):
+        # Windows and SMB mounts drop a trailing dot or space: '1.' would be the folder '1'.
+        problem = "has a component ending with '.' or a space"
     elif len(path) > 1024:
         problem = "is longer than 1024 characters"
     if problem:
         raise PyramidError(
-            f"{what}: path {path!r} {problem}; level paths must be plain relative names "
+            f"{what}: path {path!r:.100} {problem}; level paths must be plain relative names "
             "inside the image group such as '0' or 's0'. Fix the multiscales metadata."
         )
     return path
@@ -118,25 +141,57 @@ def check_regular_file_for_write(path: Path, what: str) -> None:
         raise PyramidError(f"{what}: {path} is not a regular file")
 
 
-def read_json(path: Path, what: str) -> Any | None:
-    """Read a small JSON document strictly; return None if the file does not exist."""
+def read_json(
+    path: Path,
+    what: str,
+    max_bytes: int = MAX_JSON_BYTES,
+    max_values: int = MAX_JSON_VALUES,
+    max_containers: int = MAX_JSON_CONTAINERS,
+) -> Any | None:
+    """Read a small JSON document strictly; return None if the file does not exist.
+
+    The file may be a link (reading through links is allowed) but must be a regular file: a
+    FIFO would block and ``/dev/zero`` never ends. Its size, its number of values and
+    containers (counted on the raw bytes, so before any Python object exists) and its depth
+    are capped, so that whatever a stranger wrote, parsing and copying it stays cheap.
+    """
     try:
-        size = os.stat(path).st_size
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise PyramidError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    if not os.path.isfile(path):
-        raise PyramidError(f"{what}: {path} is not a regular file")
-    if size > MAX_JSON_BYTES:
-        raise PyramidError(
-            f"{what}: {path} is {size} bytes, more than the {MAX_JSON_BYTES} a metadata "
-            "document may hold; it is not valid zarr metadata"
-        )
     try:
-        raw = path.read_bytes()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PyramidError(
+                f"{what}: {path} is not a regular file; replace it by the metadata document"
+            )
+        # Read in pieces: one read(max_bytes) would allocate max_bytes for any small file.
+        parts, size = [], 0
+        while size <= max_bytes:
+            part = os.read(fd, min(2**20, max_bytes + 1 - size))
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
+        raw = b"".join(parts)
     except OSError as exc:
         raise PyramidError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > max_bytes:
+        raise PyramidError(
+            f"{what}: {path} holds more than {max_bytes} bytes, more than any zarr metadata "
+            "document; remove the extra content or restore the file"
+        )
+    values, containers = raw.count(b",") + 1, raw.count(b"[") + raw.count(b"{")
+    if values > max_values or containers > max_containers:
+        kind = "JSON values" if values > max_values else "JSON objects and lists"
+        limit = max_values if values > max_values else max_containers
+        raise PyramidError(
+            f"{what}: {path} holds more than {limit} {kind}, far more than any zarr metadata "
+            "document; remove the extra content or restore the file"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -144,12 +199,105 @@ def read_json(path: Path, what: str) -> Any | None:
             f"{what}: {path} is not UTF-8 text (bad byte at offset {exc.start}); "
             "zarr metadata must be UTF-8 JSON. Fix or restore the file."
         ) from None
+    too_deep = False
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PyramidError(
             f"{what}: {path} is not valid JSON ({exc.msg} at line {exc.lineno}, column "
             f"{exc.colno}). Fix or restore the file."
         ) from None
     except RecursionError:
-        raise PyramidError(f"{what}: {path} is nested too deeply to be zarr metadata") from None
+        too_deep = True
+    except ValueError:
+        # Python refuses to convert integers of more than 4300 digits (CVE-2020-10735).
+        raise PyramidError(
+            f"{what}: {path} holds a number with thousands of digits, which no zarr metadata "
+            "needs. Fix or restore the file."
+        ) from None
+    if too_deep or _too_deep(document):
+        raise PyramidError(
+            f"{what}: {path} is nested more than {MAX_JSON_DEPTH} levels deep, far more than "
+            "any zarr metadata document. Fix or restore the file."
+        )
+    return document
+
+
+def _too_deep(document: Any) -> bool:
+    """Whether lists and objects nest deeper than MAX_JSON_DEPTH (checked without recursion)."""
+    stack = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def journal_problem(root: Path, record: dict[str, Any]) -> str | None:
+    """Why a build journal found in ``root`` must not drive a roll-back, or None if it may.
+
+    A journal lies inside the image, so a stranger can forge one: a roll-back renames,
+    removes and rewrites what it lists. Accept only what a build of ours could have written:
+    level paths inside the image (no links on the way), ``aside/<n>`` names in the build
+    folder, the group metadata file and group files of level folders.
+    """
+
+    def level(rel: Any) -> None:
+        try:
+            check_level_path(rel, "journal")
+            check_no_links(root, rel, "journal")
+        except PyramidError:
+            raise PyramidError(f"lists {rel!r:.80}, not a level folder inside the image") from None
+
+    def group_file(rel: Any) -> None:
+        if not isinstance(rel, str) or rel.rsplit("/", 1)[-1] not in (".zgroup", "zarr.json"):
+            raise PyramidError(f"lists {rel!r:.80}, not a group metadata file of the image")
+        if "/" in rel:
+            level(rel.rsplit("/", 1)[0])
+        level_file = root / rel
+        if os.path.islink(level_file):
+            raise PyramidError(f"lists {rel!r:.80}, a symbolic link")
+
+    def pairs(key: str, size: int) -> list[Any]:
+        entries = record.get(key, [])
+        if not isinstance(entries, list) or not all(
+            isinstance(e, list) and len(e) == size for e in entries
+        ):
+            raise PyramidError(f"has a malformed {key!r} list")
+        return entries
+
+    try:
+        if record.get("metadata_file") not in (".zattrs", "zarr.json"):
+            raise PyramidError(f"names the metadata file {record.get('metadata_file')!r:.80}")
+        if os.path.islink(root / record["metadata_file"]):
+            raise PyramidError(f"names the metadata file {record['metadata_file']!r}, a link")
+        for key in ("original", "intermediate_sha256", "final_sha256", "phase"):
+            if not isinstance(record.get(key), str | None):
+                raise PyramidError(f"has a malformed {key!r}")
+        for rel, inode, device in pairs("placed", 3):
+            level(rel)
+            if not isinstance(inode, int) or not isinstance(device, int):
+                raise PyramidError("has a malformed 'placed' entry")
+        for rel, name in pairs("moved_aside", 2):
+            level(rel)
+            if not isinstance(name, str) or not re.fullmatch(r"aside/\d{1,6}", name):
+                raise PyramidError(f"lists {name!r:.80}, not a name in the build folder")
+        dirs = record.get("created_dirs", [])
+        if not isinstance(dirs, list):
+            raise PyramidError("has a malformed 'created_dirs' list")
+        for rel in dirs:
+            level(rel)
+        for rel, digest in pairs("created_files", 2):
+            group_file(rel)
+            if not isinstance(digest, str):
+                raise PyramidError("has a malformed 'created_files' entry")
+    except PyramidError as exc:
+        return str(exc)
+    return None

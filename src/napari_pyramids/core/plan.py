@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from dask.utils import format_bytes, parse_bytes
 
 from .downsample import EDGES, METHODS, method_for_callable, output_length, working_memory
 from .errors import PyramidError
-from .image import OmeZarrImage
+from .image import OmeZarrImage, array_format
 from .metadata import dataset_entry, level_transforms
 from .paths import check_level_path, check_no_links, check_regular_file_for_write
 
@@ -31,6 +32,18 @@ MIN_MEMORY_BUDGET = 16 * 2**20
 # Past this size a bigger block only delays the first write and starves the other workers.
 TARGET_BLOCK_BYTES = 32 * 2**20
 _OPEN_ARRAY_KEYS = {"write_empty_chunks", "fill_value", "dimension_separator"}
+_V2_ARRAY_KEYS = {
+    "zarr_format", "shape", "chunks", "dtype", "compressor", "fill_value", "order", "filters",
+    "dimension_separator",
+}  # fmt: skip
+_V3_ARRAY_KEYS = {
+    "zarr_format", "node_type", "shape", "data_type", "chunk_grid", "chunk_key_encoding",
+    "fill_value", "codecs", "attributes", "storage_transformers", "dimension_names",
+}  # fmt: skip
+# zarr keeps ~2.2 KiB of Python bookkeeping per chunk it reads or writes (tracemalloc, zarr
+# 3.1, v2 and v3 alike): a block of a million 1-voxel chunks costs gigabytes for 2 MiB of
+# pixels. Blocks are sized with this per-chunk cost so that tiny chunks mean small blocks.
+CHUNK_OVERHEAD = 4096
 
 
 @dataclass(frozen=True)
@@ -157,7 +170,8 @@ def parse_memory_budget(value: int | str | None) -> int:
         ) from None
     if budget < MIN_MEMORY_BUDGET:
         raise PyramidError(
-            f"memory_budget {value!r} is below the {format_bytes(MIN_MEMORY_BUDGET)} minimum"
+            f"memory_budget {value!r} is below the {format_bytes(MIN_MEMORY_BUDGET)} minimum; "
+            f"pass at least {format_bytes(MIN_MEMORY_BUDGET)}"
         )
     return budget
 
@@ -235,12 +249,14 @@ def level_shapes(
 
 
 def level_path(level0_path: str, index: int) -> str:
-    """The path of level ``index`` following level 0's naming (0 -> 1, s0 -> s1, scale0/x)."""
+    """The path of level ``index`` following level 0's naming (0 -> 1, s0 -> s1, 1 -> 2)."""
     match = re.match(r"^(.*?)(\d+)(\D*)$", level0_path)
     if not match:
         return f"{level0_path}_{index}"
     prefix, digits, suffix = match.groups()
-    return f"{prefix}{str(index).zfill(len(digits))}{suffix}"
+    # Count on from level 0's own number: a level 0 called '1' must never be replaced by
+    # the new level 1 (overwrite would move level 0 aside and delete it).
+    return f"{prefix}{str(int(digits) + index).zfill(len(digits))}{suffix}"
 
 
 def _chunk_layout(
@@ -268,7 +284,10 @@ def _array_document(
     options: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Level 0's metadata document with the shape and chunk layout of a new level."""
-    doc = copy.deepcopy(image.level0.document)
+    # Only the keys zarr defines: anything else in level 0's document is not ours to copy
+    # into every level (and a stranger's padding there would be copied once per level).
+    keys = _V2_ARRAY_KEYS if image.zarr_format == 2 else _V3_ARRAY_KEYS
+    doc = copy.deepcopy({k: v for k, v in image.level0.document.items() if k in keys})
     doc["shape"] = list(shape)
     if "fill_value" in options:
         doc["fill_value"] = options["fill_value"]
@@ -343,6 +362,18 @@ def _existing_levels(
     listed = list(image.level_paths[1:]) if image.has_multiscales else []
     existing = [p for p in new_paths if os.path.lexists(root / p) or p in listed]
     extra = [p for p in listed if p not in new_paths]
+    replaced = tuple(p for p in new_paths if os.path.lexists(root / p))
+    for p in extra:
+        check_no_links(root, p, "level to drop")
+    for p in [*replaced, *extra]:
+        if os.path.lexists(root / p) and array_format(root / p) is None:
+            # Overwrite replaces pyramid levels, never whatever else sits at a level path or
+            # whatever a stranger's metadata lists as a level (a labels group, a notes folder).
+            raise PyramidError(
+                f"{root / p} sits where pyramid level {p!r} goes but is not a zarr array; the "
+                "build never replaces anything else. Move it away (or fix the multiscales "
+                "metadata), then run again. Nothing was written."
+            )
     if not overwrite and (existing or extra):
         name = (existing or extra)[0]
         raise PyramidError(
@@ -351,7 +382,19 @@ def _existing_levels(
         )
     for p in extra:
         check_level_path(p, "existing level")
-    return tuple(p for p in new_paths if os.path.lexists(root / p)), tuple(extra)
+    return replaced, tuple(extra)
+
+
+def _check_parent_folders(root: Path, rel: str) -> None:
+    """Every existing parent of a new level path must be a folder (publish creates the rest)."""
+    current = root
+    for part in rel.split("/")[:-1]:
+        current = current / part
+        if os.path.lexists(current) and not current.is_dir():
+            raise PyramidError(
+                f"new level {rel!r} needs the folder {current}, but that is a file; move it "
+                "away and run again. Nothing was written."
+            )
 
 
 def _check_overlap(paths: Sequence[str]) -> None:
@@ -382,7 +425,20 @@ def task_bytes(
         # The input, the reducer's output and temporaries, and the output's encoded copy.
         peak = max(peak, current + working_memory(current, window, method) + out)
         current = out
-    return int(peak)
+    return int(peak) + CHUNK_OVERHEAD * _chunks_touched(levels, stage_source, stage_end, block)
+
+
+def _chunks_touched(
+    levels: Sequence[LevelPlan], source: int, end: int, block: Sequence[int]
+) -> int:
+    """The most chunks one zarr call of a block task handles: its read or one level's write."""
+    shape = tuple(block)
+    most = math.prod(-(-n // c) for n, c in zip(shape, levels[source].chunks, strict=True))
+    for target in range(source + 1, end + 1):
+        shape = tuple(-(-n // f) for n, f in zip(shape, levels[target].factors, strict=True))
+        count = math.prod(-(-n // c) for n, c in zip(shape, levels[target].chunks, strict=True))
+        most = max(most, count)
+    return most
 
 
 def _aligned_block(levels: Sequence[LevelPlan], source: int, end: int) -> tuple[int, ...]:
@@ -498,13 +554,14 @@ def plan_pyramid(
     if image.zarr_format == 2:
         check_regular_file_for_write(root / ".zgroup", "group metadata")
     paths = [level0.path] + [level_path(level0.path, k) for k in range(1, len(shapes))]
+    if level0.path in paths[1:]:
+        raise PyramidError(f"a new level would replace level 0 {level0.path!r}; rename it")
     for p in paths[1:]:
         check_level_path(p, "new level")
         check_no_links(root, p, "new level")
+        _check_parent_folders(root, p)
     _check_overlap([*paths, *image.level_paths])
     replaced, dropped = _existing_levels(image, paths[1:], overwrite)
-    for p in dropped:
-        check_no_links(root, p, "level to drop")
 
     levels = []
     cumulative = (1,) * image.ndim

@@ -36,12 +36,26 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ImageBusyError, PyramidError
+from .paths import (
+    MAX_JSON_BYTES,
+    MAX_JSON_CONTAINERS,
+    MAX_JSON_VALUES,
+    journal_problem,
+    read_json,
+)
 
 TOOL = "napari-pyramids"
 LOCK_NAME = ".napari-pyramids.lock"
 BUILD_PREFIX = ".napari-pyramids-build-"
 JOURNAL = "journal.json"
 _READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+# A journal carries the original metadata document as an escaped JSON string (up to ~4x its
+# bytes) plus a few entries per level: the metadata's own caps with room for that.
+_JOURNAL_LIMITS = {
+    "max_bytes": 4 * MAX_JSON_BYTES + 2**20,
+    "max_values": MAX_JSON_VALUES + 10_000,
+    "max_containers": MAX_JSON_CONTAINERS + 10_000,
+}
 
 
 class StorageError(PyramidError):
@@ -334,7 +348,11 @@ def recover(root: Path) -> list[str]:
             warnings.warn(f"{folder} is not a build folder of ours; left alone", stacklevel=2)
             continue
         try:
-            record = json.loads((folder / JOURNAL).read_bytes())
+            # The journal lies inside the image, so a stranger may have forged it: read it
+            # with the caps of any untrusted metadata (no FIFO, no /dev/zero, no JSON bomb).
+            record = read_json(folder / JOURNAL, "build journal", **_JOURNAL_LIMITS)
+            if record is None:
+                raise FileNotFoundError(folder / JOURNAL)
             ours = isinstance(record, dict) and record.get("tool") == TOOL
         except FileNotFoundError:
             if not any(folder.iterdir()):
@@ -348,6 +366,14 @@ def recover(root: Path) -> list[str]:
             warnings.warn(
                 f"{folder} has no journal of a napari-pyramids build; left alone. Remove it by "
                 "hand if you know it is safe.",
+                stacklevel=2,
+            )
+            continue
+        problem = journal_problem(root, record)
+        if problem:
+            warnings.warn(
+                f"{folder}: its journal {problem}, so no napari-pyramids build wrote it; left "
+                "alone. Remove it by hand if you know it is safe.",
                 stacklevel=2,
             )
             continue
