@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import zarr
@@ -24,6 +26,22 @@ def read_levels(root, count):
     paths = [d["path"] for d in read_attrs(root)["multiscales"][0]["datasets"]]
     assert len(paths) == count
     return [zarr.open_array(root / p, mode="r")[...] for p in paths]
+
+
+def test_image_replaced_at_the_same_path_is_read_afresh(tmp_path):
+    root = tmp_path / "img.zarr"
+    first = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    write_image(root, first)
+    build_pyramid(zarrurl=root, num_levels=2)
+    # Same path, new image: other shape, chunks and values. Nothing of the first may be used.
+    shutil.rmtree(root)
+    second = np.random.default_rng(2).integers(1, 1000, size=(96, 80), dtype=np.uint16)
+    write_image(root, second, chunks=(32, 32))
+    build_pyramid(zarrurl=root, num_levels=3)
+    for got, want in zip(
+        read_levels(root, 3), reference_pyramid(second, (2, 2), 3, "mean"), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("level0", ["1", "s1", "10", "scale3/image"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import sys
 import uuid
@@ -50,6 +51,9 @@ class BlockTask:
 
     stage: Stage
     source: str
+    # The source's metadata document: part of the array cache key, so an image replaced
+    # at the same path is never read through a stale array description.
+    source_document: str
     targets: tuple[str, ...]
     factors: tuple[tuple[int, ...], ...]
     relative: tuple[tuple[int, ...], ...]
@@ -59,7 +63,9 @@ class BlockTask:
 
 
 @functools.lru_cache(maxsize=32)
-def _open_array(path: str, writable: bool, write_empty_chunks: bool) -> zarr.Array:
+def _open_array(
+    path: str, writable: bool, write_empty_chunks: bool, document: str = ""
+) -> zarr.Array:
     store = LocalStore(path, read_only=not writable)
     return zarr.open_array(
         store=store,
@@ -71,7 +77,7 @@ def _open_array(path: str, writable: bool, write_empty_chunks: bool) -> zarr.Arr
 def run_block(task: BlockTask, index: int) -> int:
     """Read block ``index`` of the stage's source once and write its part of every level."""
     region = task.stage.region(index)
-    block = np.asarray(_open_array(task.source, False, False)[region])
+    block = np.asarray(_open_array(task.source, False, False, task.source_document)[region])
     for target, factors, relative in zip(task.targets, task.factors, task.relative, strict=True):
         block = coarsen(block, factors, task.aggregation, task.edge)
         out = tuple(
@@ -95,6 +101,7 @@ def block_tasks(plan: PyramidPlan, folder: BuildFolder) -> list[BlockTask]:
             BlockTask(
                 stage=stage,
                 source=source,
+                source_document=json.dumps(plan.levels[stage.source].document, sort_keys=True),
                 targets=tuple(str(folder.level_path(k)) for k in stage.targets),
                 factors=tuple(plan.levels[k].factors for k in stage.targets),
                 relative=tuple(
