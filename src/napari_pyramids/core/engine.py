@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import uuid
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -33,7 +34,14 @@ from .errors import BuildCancelled, PyramidError
 from .image import OmeZarrImage, open_image
 from .metadata import group_document_with, multiscale_with_levels
 from .plan import PyramidPlan, Stage, plan_pyramid
-from .store import BuildFolder, ImageLock, encode_json, recover, storage_error
+from .store import (
+    BuildFolder,
+    ImageLock,
+    encode_json,
+    has_leftovers,
+    recover,
+    storage_error,
+)
 
 
 @dataclass(frozen=True)
@@ -212,38 +220,82 @@ def iter_build(
     interrupted build, planned again under the lock, written, and published. Closing the
     generator early cancels the build and restores the image.
     """
-    plan = plan_pyramid(open_image(zarrurl), **params)
-    if not plan.new_levels:
+    image = open_image(zarrurl)
+    try:
+        plan: PyramidPlan | None = plan_pyramid(image, **params)
+    except PyramidError:
+        # Levels an interrupted build renamed into place look like existing levels until
+        # its journal is replayed, which needs the lock: decide there (and clean up).
+        if not has_leftovers(image.root):
+            raise
+        plan = None
+    if plan is not None and not plan.new_levels:
         return plan
-    root = plan.image.root
+    root = image.root
     build_id = uuid.uuid4().hex[:12]
     with ImageLock(root, build_id):
-        recover(root)
+        try:
+            recover(root)
+        except OSError as exc:
+            raise storage_error(exc, root) from exc
         plan = plan_pyramid(open_image(root), **params)
+        if not plan.new_levels:
+            return plan
+        aside = [*plan.replaced, *(p for p in plan.dropped if os.path.lexists(root / p))]
+        _check_level0_untouched(plan, aside)
+        # Hide every listed level while levels move: the original metadata may list a path
+        # that is about to be replaced, even one missing on disk.
+        lists_levels = plan.image.has_multiscales and len(plan.image.level_paths) > 1
         folder = BuildFolder(root, build_id, plan.image.metadata_file)
-        published = False
         try:
             folder.create()
             yield from _write_levels(plan, folder, executor, scheduler)
             yield Progress(plan.total_blocks, plan.total_blocks, "publishing")
-            aside = [*plan.replaced, *(p for p in plan.dropped if os.path.lexists(root / p))]
             folder.publish(
                 new_levels=[(lv.index, lv.path) for lv in plan.new_levels],
                 aside=aside,
-                intermediate=_intermediate_document(plan) if aside else None,
+                intermediate=_intermediate_document(plan) if aside or lists_levels else None,
                 final=final_document(plan),
                 extra_files=_extra_files(plan.image),
             )
-            published = True
         except OSError as exc:
             raise storage_error(exc, root) from exc
         finally:
-            if not published and folder.path.exists():
-                # Undo whatever part of the publish happened, then drop the build folder.
-                recover(root)
-        folder.remove()
+            if not folder.committed:
+                _undo(root)
+        try:
+            folder.remove()
+        except OSError as exc:
+            warnings.warn(
+                f"{folder.path}: the pyramid is built but its build folder could not be "
+                f"removed ({exc.strerror}); the next build of this image removes it",
+                stacklevel=2,
+            )
     yield Progress(plan.total_blocks, plan.total_blocks, "done")
     return plan
+
+
+def _check_level0_untouched(plan: PyramidPlan, aside: list[str]) -> None:
+    """Refuse a plan that would move or replace level 0 (or a folder holding it)."""
+    level0 = plan.levels[0].path
+    for path in [*aside, *(lv.path for lv in plan.new_levels)]:
+        if path == level0 or level0.startswith(path + "/") or path.startswith(level0 + "/"):
+            raise PyramidError(
+                f"new level {path!r} would replace or nest in level 0 {level0!r}; level 0 is "
+                "never written. Rename level 0's folder (e.g. to '0') and its metadata entry."
+            )
+
+
+def _undo(root: Path) -> None:
+    """Roll back an unfinished build; if even that fails, the next build will."""
+    try:
+        recover(root)
+    except OSError as exc:
+        warnings.warn(
+            f"{root}: the interrupted build could not be undone yet ({exc.strerror}); the "
+            "image lists only complete levels, and the next build of it finishes the undo",
+            stacklevel=3,
+        )
 
 
 def _write_levels(

@@ -1,0 +1,150 @@
+"""SIGKILL at any moment leaves the image whole, and the same call run again completes.
+
+Two ways of killing a build child:
+
+- at every single filesystem change the store makes (lock, build folder, journal, each
+  rename of the publish, each file of the clean-up), then again at a random change while the
+  next build recovers from the first kill;
+- at random wall-clock moments over the whole build, half of them inside the publish window.
+
+After every kill an independent reader (zarr + ome-zarr-models) must find level 0
+byte-identical and a metadata document that is the original or the final one (or, with
+overwrite, the original listing level 0 alone) whose every level is complete and equal to
+the numpy reference; recovery must give back exactly the tree before or exactly the tree a
+clean build makes.
+
+Trials: ``NAPARI_PYRAMIDS_TRIALS`` per format and overwrite setting (default 2) and
+``NAPARI_PYRAMIDS_KILL_MIB`` for the image size (default 16) in the random-moment test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from faultkit import (
+    StepSchedule,
+    prepare,
+    report,
+    rerun_completes,
+    start_build,
+    trials,
+    vector_pyramid,
+)
+from imaging import reference_pyramid, tree_snapshot
+from napari_pyramids.core.store import ImageLock, recover
+
+CONFIGS = [
+    pytest.param(2, False, id="v2"),
+    pytest.param(2, True, id="v2-overwrite"),
+    pytest.param(3, False, id="v3"),
+    pytest.param(3, True, id="v3-overwrite"),
+]
+
+
+def test_vector_reference_matches_window_reference(rng):
+    data = rng.integers(1, 4096, size=(3, 37, 42), dtype=np.uint16)
+    for method in ("mean", "nearest"):
+        fast = vector_pyramid(data, (1, 2, 2), 4, method)
+        slow = reference_pyramid(data, (1, 2, 2), 4, method)
+        for a, b in zip(fast, slow, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("zarr_format", "overwrite"), CONFIGS)
+def test_kill_at_every_store_step_then_during_recovery(tmp_path, rng, zarr_format, overwrite):
+    data = rng.integers(1, 4096, size=(2, 40, 48), dtype=np.uint16)
+    scenario = prepare(
+        tmp_path,
+        data,
+        zarr_format=zarr_format,
+        chunks=(1, 32, 32),
+        overwrite=overwrite,
+        num_levels=3,
+        old_levels=4,  # overwrite drops level 3 and replaces 1 and 2
+    )
+    counting = start_build(scenario.copy(tmp_path / "count"), scenario.params, kill_at=10**9)
+    kind, _, total = counting.finish()
+    assert kind == "end"
+    assert total > 10
+    schedule = StepSchedule(total)
+    for step in schedule:
+        root = scenario.copy(tmp_path / f"kill{step}")
+        child = start_build(root, scenario.params, kill_at=step)
+        child.process.join(60)
+        assert child.process.exitcode == -9, f"step {step} of {total} was not reached"
+        expected = scenario.expected.at(root)
+        if expected.check() == "final":
+            schedule.committed(step)
+        # Kill the next build too, anywhere in its recovery (or in its own build after it).
+        again = start_build(root, scenario.params, kill_at=int(rng.integers(1, total + 1)))
+        again.process.join(60)
+        expected.check()
+        rerun_completes(scenario, root)
+    seen = scenario.expected.seen
+    assert seen.get("original")
+    assert seen.get("final")
+    if overwrite:
+        assert seen.get("intermediate")
+
+
+def _kill_delay(rng: np.random.Generator, total: float, publish: float) -> tuple[str, float]:
+    """Half the kills anywhere in the build, half inside the publish window."""
+    if rng.random() < 0.5:
+        return "start", float(rng.uniform(0, 1.15 * total))
+    return "publishing", float(rng.uniform(0, 1.3 * publish))
+
+
+@pytest.mark.parametrize(("zarr_format", "overwrite"), CONFIGS)
+def test_sigkill_at_random_moments(tmp_path, zarr_format, overwrite, capsys):
+    mib = int(os.environ.get("NAPARI_PYRAMIDS_KILL_MIB", 16))
+    count = trials(2)
+    seed = int(os.environ.get("NAPARI_PYRAMIDS_SEED", time.time_ns() % 2**32))
+    rng = np.random.default_rng(seed)
+    planes = max(1, mib // 2)  # 1024 x 1024 uint16 planes of 2 MiB
+    data = rng.integers(1, 4096, size=(planes, 1024, 1024), dtype=np.uint16)
+    scenario = prepare(
+        tmp_path,
+        data,
+        zarr_format=zarr_format,
+        chunks=(1, 256, 256),
+        overwrite=overwrite,
+        num_levels=4,
+    )
+    calibration = start_build(scenario.copy(tmp_path / "calibration"), scenario.params)
+    start = calibration.wait_for(("start",))[1]
+    publishing = calibration.wait_for(("publishing",))[1]
+    end = calibration.finish()[1]
+    total, publish = end - start, end - publishing
+
+    landed: dict[str, int] = {}
+    survived = 0
+    for trial in range(count):
+        root = scenario.copy(tmp_path / f"trial{trial}")
+        child = start_build(root, scenario.params)
+        after, delay = _kill_delay(rng, total, publish)
+        child.wait_for((after, "end"))
+        time.sleep(delay)
+        child.kill()
+        landed[child.last_phase] = landed.get(child.last_phase, 0) + 1
+        expected = scenario.expected.at(root)
+        expected.check()
+        if trial % 2:
+            # Recovery alone gives back one of the two whole trees, byte for byte.
+            with ImageLock(root, "test"):
+                recover(root)
+            assert tree_snapshot(root) in (scenario.before, scenario.after)
+        rerun_completes(scenario, root)
+        survived += 1
+        # Keep the disk use of a long run flat.
+        shutil.rmtree(root.parent)
+    report(
+        capsys,
+        f"kill -9 v{zarr_format} overwrite={overwrite} {mib} MiB (seed {seed}): "
+        f"{survived}/{count} trials survived; build {total:.2f} s, publish {publish:.2f} s; "
+        f"last progress before the kill {landed}; reader saw {scenario.expected.seen}",
+    )
