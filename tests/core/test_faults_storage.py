@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from faultkit import (
     Scenario,
     Steps,
     StepSchedule,
+    hidden_leftovers,
     prepare,
     rerun_completes,
     start,
@@ -101,6 +103,30 @@ def test_chunk_writes_failing_after_n_bytes(scenario, tmp_path, monkeypatch):
     rerun_completes(scenario, root)
 
 
+def test_a_failed_chunk_write_leaves_no_straggling_writes(scenario, tmp_path, monkeypatch):
+    # zarr keeps writing the other chunks of an assignment after one fails; the build must
+    # wait for them before it removes its folder, or they recreate it afterwards.
+    real_put = zarr_local._put
+    calls = 0
+
+    def put(path, value, exclusive=False):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        time.sleep(0.05)
+        return real_put(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(zarr_local, "_put", put)
+    root = scenario.copy(tmp_path / "image")
+    with pytest.raises(StorageError, match="disk is full"):
+        build_pyramid(zarrurl=root, **scenario.params)
+    assert calls > 2, "the other chunk writes of the block ran"
+    assert tree_snapshot(root) == scenario.before
+    time.sleep(0.5)  # any straggler would have landed by now
+    assert tree_snapshot(root) == scenario.before
+
+
 def test_no_space_at_every_store_step(scenario, tmp_path):
     counter = Steps()
     with counter.installed(store):
@@ -149,6 +175,26 @@ def mounted(*options: str, source: str = "tmpfs", kind: str = "tmpfs"):
     finally:
         _run("umount", str(point))
         point.rmdir()
+
+
+def test_real_full_tmpfs(scenario):
+    need = new_bytes(scenario)
+    for free in (0, 4096, need // 4, need // 2, int(need * 0.9)):
+        with mounted("-o", "size=16m") as disk:
+            root = scenario.copy(disk / "image")
+            stats = os.statvfs(disk)
+            available = stats.f_bavail * stats.f_frsize
+            (disk / "filler").write_bytes(b"\0" * max(0, available - free))
+            before = tree_snapshot(root)
+            with pytest.raises(StorageError) as info:
+                build_pyramid(zarrurl=root, **scenario.params)
+            assert_one_line(str(info.value), "disk is full", "unchanged")
+            assert tree_snapshot(root) == before, f"{free} bytes free"
+            # Free the space: the same call then completes.
+            (disk / "filler").unlink()
+            build_pyramid(zarrurl=root, **scenario.params)
+            assert scenario.expected.at(root).check() == "final"
+            assert hidden_leftovers(root) == []
 
 
 def test_read_only_mount(scenario, tmp_path):

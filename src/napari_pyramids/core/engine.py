@@ -12,6 +12,7 @@ build and leaves the image exactly as it was.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -92,8 +93,33 @@ def run_block(task: BlockTask, index: int) -> int:
             slice(r.start // f, r.start // f + n)
             for r, f, n in zip(region, relative, block.shape, strict=True)
         )
-        _open_array(target, True, task.write_empty_chunks)[out] = block
+        try:
+            _open_array(target, True, task.write_empty_chunks)[out] = block
+        except BaseException:
+            _settle_zarr_writes()
+            raise
     return index
+
+
+def _settle_zarr_writes() -> None:
+    """Wait for the chunk writes zarr still runs after one of them failed.
+
+    zarr gathers the chunk writes of one assignment without cancelling the others when one
+    fails (a full disk, say): they go on writing, and would recreate the build folder after
+    the failed build has removed it. Only once they are done may the build be undone.
+    """
+    try:
+        from zarr.core.sync import sync
+    except ImportError:  # pragma: no cover - a zarr without this module
+        return
+
+    async def others_done() -> None:
+        current = asyncio.current_task()
+        others = [t for t in asyncio.all_tasks() if t is not current]
+        await asyncio.gather(*others, return_exceptions=True)
+
+    with contextlib.suppress(Exception):
+        sync(others_done(), timeout=120)
 
 
 def block_tasks(plan: PyramidPlan, folder: BuildFolder) -> list[BlockTask]:
