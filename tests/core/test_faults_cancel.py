@@ -8,7 +8,7 @@ again then completes.
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,7 +28,6 @@ from napari_pyramids.core import store
 from napari_pyramids.core.api import build_pyramid
 from napari_pyramids.core.engine import iter_build
 from napari_pyramids.core.errors import BuildCancelled
-from napari_pyramids.core.store import StorageError
 
 CONFIGS = [
     pytest.param((2, False), id="v2"),
@@ -127,14 +126,9 @@ def test_closing_iter_build_after_every_step(scenario, tmp_path):
     assert hidden_leftovers(root) == []
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        pytest.param(KeyboardInterrupt(), id="ctrl-c"),
-        pytest.param(OSError(errno.EIO, "Input/output error"), id="io-error"),
-    ],
-)
-def test_error_at_every_store_step_restores_the_image(scenario, tmp_path, error):
+def test_ctrl_c_at_every_store_step_restores_the_image(scenario, tmp_path):
+    # OSErrors at every step: test_faults_storage.test_no_space_at_every_store_step.
+    error = KeyboardInterrupt()
     counter = Steps()
     with counter.installed(store):
         build_pyramid(zarrurl=scenario.copy(tmp_path / "count"), **scenario.params)
@@ -142,17 +136,9 @@ def test_error_at_every_store_step_restores_the_image(scenario, tmp_path, error)
     outcomes = {"restored": 0, "built": 0}
     schedule = StepSchedule(counter.count)
     for step in schedule:
-        message = ""
-        with Steps(fail_at=step, error=error).installed(store):
-            try:
-                build_pyramid(zarrurl=root, **scenario.params)
-            except KeyboardInterrupt:
-                pass
-            except StorageError as exc:
-                message = str(exc)
-        if message:
-            assert "\n" not in message
-            assert "write failed" in message
+        failing = Steps(fail_at=step, error=error)
+        with failing.installed(store), contextlib.suppress(KeyboardInterrupt):
+            build_pyramid(zarrurl=root, **scenario.params)
         snapshot = tree_snapshot(root)
         if snapshot == scenario.before:
             assert not outcomes["built"], f"step {step} undid a committed build"

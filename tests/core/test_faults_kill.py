@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from faultkit import (
+    Scenario,
     StepSchedule,
     prepare,
     report,
@@ -55,8 +56,16 @@ def test_vector_reference_matches_window_reference(rng):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize(("zarr_format", "overwrite"), CONFIGS)
-def test_kill_at_every_store_step_then_during_recovery(tmp_path, rng, zarr_format, overwrite):
+@pytest.mark.parametrize(
+    ("zarr_format", "overwrite", "zgroup"),
+    [
+        *(pytest.param(*config.values, True, id=config.id) for config in CONFIGS),
+        pytest.param(2, False, False, id="v2-adds-zgroup"),
+    ],
+)
+def test_kill_at_every_store_step_then_during_recovery(
+    tmp_path, rng, zarr_format, overwrite, zgroup
+):
     data = rng.integers(1, 4096, size=(2, 40, 48), dtype=np.uint16)
     scenario = prepare(
         tmp_path,
@@ -66,6 +75,7 @@ def test_kill_at_every_store_step_then_during_recovery(tmp_path, rng, zarr_forma
         overwrite=overwrite,
         num_levels=3,
         old_levels=4,  # overwrite drops level 3 and replaces 1 and 2
+        zgroup=zgroup,
     )
     counting = start_build(scenario.copy(tmp_path / "count"), scenario.params, kill_at=10**9)
     kind, _, total = counting.finish()
@@ -92,11 +102,28 @@ def test_kill_at_every_store_step_then_during_recovery(tmp_path, rng, zarr_forma
         assert seen.get("intermediate")
 
 
-def _kill_delay(rng: np.random.Generator, total: float, publish: float) -> tuple[str, float]:
-    """Half the kills anywhere in the build, half inside the publish window."""
-    if rng.random() < 0.5:
-        return "start", float(rng.uniform(0, 1.15 * total))
-    return "publishing", float(rng.uniform(0, 1.3 * publish))
+def _kill_delay(
+    rng: np.random.Generator, trial: int, writing: float, publish: float
+) -> tuple[str, float]:
+    """Every other kill inside the publish window, the others anywhere while writing."""
+    if trial % 2 == 0:
+        return "publishing", float(rng.uniform(0, 1.2 * publish))
+    return "start", float(rng.uniform(0, writing))
+
+
+def _calibrate(scenario: Scenario, tmp_path) -> tuple[float, float]:
+    """Seconds of writing and of publishing in an uninterrupted child (mean of two)."""
+    times = []
+    for run in range(2):
+        root = scenario.copy(tmp_path / f"calibration{run}")
+        child = start_build(root, scenario.params)
+        start = child.wait_for(("start",))[1]
+        publishing = child.wait_for(("publishing",))[1]
+        end = child.finish()[1]
+        assert tree_snapshot(root) == scenario.after
+        times.append((publishing - start, end - publishing))
+        shutil.rmtree(root.parent)
+    return tuple(float(np.mean(t)) for t in zip(*times, strict=True))
 
 
 @pytest.mark.parametrize(("zarr_format", "overwrite"), CONFIGS)
@@ -115,18 +142,14 @@ def test_sigkill_at_random_moments(tmp_path, zarr_format, overwrite, capsys):
         overwrite=overwrite,
         num_levels=4,
     )
-    calibration = start_build(scenario.copy(tmp_path / "calibration"), scenario.params)
-    start = calibration.wait_for(("start",))[1]
-    publishing = calibration.wait_for(("publishing",))[1]
-    end = calibration.finish()[1]
-    total, publish = end - start, end - publishing
+    writing, publish = _calibrate(scenario, tmp_path)
 
     landed: dict[str, int] = {}
     survived = 0
     for trial in range(count):
         root = scenario.copy(tmp_path / f"trial{trial}")
         child = start_build(root, scenario.params)
-        after, delay = _kill_delay(rng, total, publish)
+        after, delay = _kill_delay(rng, trial, writing, publish)
         child.wait_for((after, "end"))
         time.sleep(delay)
         child.kill()
@@ -145,6 +168,6 @@ def test_sigkill_at_random_moments(tmp_path, zarr_format, overwrite, capsys):
     report(
         capsys,
         f"kill -9 v{zarr_format} overwrite={overwrite} {mib} MiB (seed {seed}): "
-        f"{survived}/{count} trials survived; build {total:.2f} s, publish {publish:.2f} s; "
+        f"{survived}/{count} trials survived; writing {writing:.2f} s, publish {publish:.2f} s; "
         f"last progress before the kill {landed}; reader saw {scenario.expected.seen}",
     )
