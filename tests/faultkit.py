@@ -293,7 +293,9 @@ def context() -> Any:
     global _CONTEXT
     if _CONTEXT is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["faultkit", "napari_pyramids.core.engine"])
+        # numcodecs.blosc makes a multiprocessing lock on import: once in the server, not
+        # once per killed child (whose semaphores the resource tracker would then report).
+        ctx.set_forkserver_preload(["faultkit", "napari_pyramids.core.engine", "numcodecs.blosc"])
         _CONTEXT = ctx
     return _CONTEXT
 
