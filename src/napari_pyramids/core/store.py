@@ -464,6 +464,10 @@ def _roll_back(root: Path, folder: Path, record: dict[str, Any]) -> tuple[str, b
             info = os.lstat(target)
             if stat.S_ISDIR(info.st_mode) and (info.st_ino, info.st_dev) == (ino, dev):
                 shutil.rmtree(target)
+    # Files first: a created file may sit in a created folder (a nested level's group).
+    for name, digest in record["created_files"]:
+        if sha256(read_bytes(root / name)) == digest:
+            os.unlink(root / name)
     for rel in reversed(record["created_dirs"]):
         with contextlib.suppress(OSError):
             os.rmdir(root / rel)
@@ -475,9 +479,6 @@ def _roll_back(root: Path, folder: Path, record: dict[str, Any]) -> tuple[str, b
             blocked.append(rel)
         else:
             os.rename(folder / name, root / rel)
-    for name, digest in record["created_files"]:
-        if sha256(read_bytes(root / name)) == digest:
-            os.unlink(root / name)
     if blocked:
         # Restoring the original metadata now would list whatever sits at those paths.
         warnings.warn(
