@@ -12,11 +12,14 @@ build and leaves the image exactly as it was.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import json
 import os
 import sys
 import uuid
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -32,7 +35,14 @@ from .errors import BuildCancelled, PyramidError
 from .image import CheckedArray, open_array_checked, open_image
 from .metadata import group_document_with, multiscale_with_levels
 from .plan import PyramidPlan, Stage, plan_pyramid
-from .store import BuildFolder, ImageLock, encode_json, recover, storage_error
+from .store import (
+    BuildFolder,
+    ImageLock,
+    encode_json,
+    has_leftovers,
+    recover,
+    storage_error,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,9 @@ class BlockTask:
 
     stage: Stage
     source: str
+    # The source's metadata document: part of the array cache key, so an image replaced
+    # at the same path is never read through a stale array description.
+    source_document: str
     targets: tuple[str, ...]
     factors: tuple[tuple[int, ...], ...]
     relative: tuple[tuple[int, ...], ...]
@@ -59,7 +72,9 @@ class BlockTask:
 
 
 @functools.lru_cache(maxsize=32)
-def _open_array(path: str, writable: bool, write_empty_chunks: bool) -> zarr.Array | CheckedArray:
+def _open_array(
+    path: str, writable: bool, write_empty_chunks: bool, document: str = ""
+) -> zarr.Array | CheckedArray:
     if not writable:
         # Level 0's chunk files come from strangers: refuse /dev/zero links and giant files.
         return open_array_checked(path)
@@ -74,15 +89,40 @@ def _open_array(path: str, writable: bool, write_empty_chunks: bool) -> zarr.Arr
 def run_block(task: BlockTask, index: int) -> int:
     """Read block ``index`` of the stage's source once and write its part of every level."""
     region = task.stage.region(index)
-    block = np.asarray(_open_array(task.source, False, False)[region])
+    block = np.asarray(_open_array(task.source, False, False, task.source_document)[region])
     for target, factors, relative in zip(task.targets, task.factors, task.relative, strict=True):
         block = coarsen(block, factors, task.aggregation, task.edge)
         out = tuple(
             slice(r.start // f, r.start // f + n)
             for r, f, n in zip(region, relative, block.shape, strict=True)
         )
-        _open_array(target, True, task.write_empty_chunks)[out] = block
+        try:
+            _open_array(target, True, task.write_empty_chunks)[out] = block
+        except BaseException:
+            _settle_zarr_writes()
+            raise
     return index
+
+
+def _settle_zarr_writes() -> None:
+    """Wait for the chunk writes zarr still runs after one of them failed.
+
+    zarr gathers the chunk writes of one assignment without cancelling the others when one
+    fails (a full disk, say): they go on writing, and would recreate the build folder after
+    the failed build has removed it. Only once they are done may the build be undone.
+    """
+    try:
+        from zarr.core.sync import sync
+    except ImportError:  # pragma: no cover - a zarr without this module
+        return
+
+    async def others_done() -> None:
+        current = asyncio.current_task()
+        others = [t for t in asyncio.all_tasks() if t is not current]
+        await asyncio.gather(*others, return_exceptions=True)
+
+    with contextlib.suppress(Exception):
+        sync(others_done(), timeout=120)
 
 
 def block_tasks(plan: PyramidPlan, folder: BuildFolder) -> list[BlockTask]:
@@ -98,6 +138,7 @@ def block_tasks(plan: PyramidPlan, folder: BuildFolder) -> list[BlockTask]:
             BlockTask(
                 stage=stage,
                 source=source,
+                source_document=json.dumps(plan.levels[stage.source].document, sort_keys=True),
                 targets=tuple(str(folder.level_path(k)) for k in stage.targets),
                 factors=tuple(plan.levels[k].factors for k in stage.targets),
                 relative=tuple(
@@ -220,38 +261,82 @@ def iter_build(
     interrupted build, planned again under the lock, written, and published. Closing the
     generator early cancels the build and restores the image.
     """
-    plan = plan_pyramid(open_image(zarrurl), **params)
-    if not plan.new_levels:
+    image = open_image(zarrurl)
+    try:
+        plan: PyramidPlan | None = plan_pyramid(image, **params)
+    except PyramidError:
+        # Levels an interrupted build renamed into place look like existing levels until
+        # its journal is replayed, which needs the lock: decide there (and clean up).
+        if not has_leftovers(image.root):
+            raise
+        plan = None
+    if plan is not None and not plan.new_levels:
         return plan
-    root = plan.image.root
+    root = image.root
     build_id = uuid.uuid4().hex[:12]
     with ImageLock(root, build_id):
-        recover(root)
+        try:
+            recover(root)
+        except OSError as exc:
+            raise storage_error(exc, root) from exc
         plan = plan_pyramid(open_image(root), **params)
+        if not plan.new_levels:
+            return plan
+        aside = [*plan.replaced, *(p for p in plan.dropped if os.path.lexists(root / p))]
+        _check_level0_untouched(plan, aside)
+        # Hide every listed level while levels move: the original metadata may list a path
+        # that is about to be replaced, even one missing on disk.
+        lists_levels = plan.image.has_multiscales and len(plan.image.level_paths) > 1
         folder = BuildFolder(root, build_id, plan.image.metadata_file)
-        published = False
         try:
             folder.create()
             yield from _write_levels(plan, folder, executor, scheduler)
             yield Progress(plan.total_blocks, plan.total_blocks, "publishing")
-            aside = [*plan.replaced, *(p for p in plan.dropped if os.path.lexists(root / p))]
             folder.publish(
                 new_levels=[(lv.index, lv.path) for lv in plan.new_levels],
                 aside=aside,
-                intermediate=_intermediate_document(plan) if aside else None,
+                intermediate=_intermediate_document(plan) if aside or lists_levels else None,
                 final=final_document(plan),
                 extra_files=_extra_files(plan),
             )
-            published = True
         except OSError as exc:
             raise storage_error(exc, root) from exc
         finally:
-            if not published and folder.path.exists():
-                # Undo whatever part of the publish happened, then drop the build folder.
-                recover(root)
-        folder.remove()
+            if not folder.committed:
+                _undo(root)
+        try:
+            folder.remove()
+        except OSError as exc:
+            warnings.warn(
+                f"{folder.path}: the pyramid is built but its build folder could not be "
+                f"removed ({exc.strerror}); the next build of this image removes it",
+                stacklevel=2,
+            )
     yield Progress(plan.total_blocks, plan.total_blocks, "done")
     return plan
+
+
+def _check_level0_untouched(plan: PyramidPlan, aside: list[str]) -> None:
+    """Refuse a plan that would move or replace level 0 (or a folder holding it)."""
+    level0 = plan.levels[0].path
+    for path in [*aside, *(lv.path for lv in plan.new_levels)]:
+        if path == level0 or level0.startswith(path + "/") or path.startswith(level0 + "/"):
+            raise PyramidError(
+                f"new level {path!r} would replace or nest in level 0 {level0!r}; level 0 is "
+                "never written. Rename level 0's folder (e.g. to '0') and its metadata entry."
+            )
+
+
+def _undo(root: Path) -> None:
+    """Roll back an unfinished build; if even that fails, the next build will."""
+    try:
+        recover(root)
+    except OSError as exc:
+        warnings.warn(
+            f"{root}: the interrupted build could not be undone yet ({exc.strerror}); the "
+            "image lists only complete levels, and the next build of it finishes the undo",
+            stacklevel=3,
+        )
 
 
 def _write_levels(

@@ -249,13 +249,15 @@ def level_shapes(
 
 
 def level_path(level0_path: str, index: int) -> str:
-    """The path of level ``index`` following level 0's naming (0 -> 1, s0 -> s1, 1 -> 2)."""
+    """The path of level ``index`` following level 0's naming (0 -> 1, s0 -> s1, scale0/x).
+
+    Numbers count on from level 0's own (a level 0 stored as "1" gets "2", "3", ...): a new
+    level must never land on level 0's path, which the build would then replace.
+    """
     match = re.match(r"^(.*?)(\d+)(\D*)$", level0_path)
     if not match:
         return f"{level0_path}_{index}"
     prefix, digits, suffix = match.groups()
-    # Count on from level 0's own number: a level 0 called '1' must never be replaced by
-    # the new level 1 (overwrite would move level 0 aside and delete it).
     return f"{prefix}{str(int(digits) + index).zfill(len(digits))}{suffix}"
 
 

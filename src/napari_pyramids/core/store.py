@@ -6,9 +6,15 @@ A build never writes where a reader looks until the data is complete:
    so a crashed build never leaves a lock that blocks the next one);
 2. new levels are written into ``.napari-pyramids-build-<id>/levels/<k>``, a hidden folder that
    no metadata lists, beside a ``journal.json`` saying what the build is about to do;
-3. publishing moves old levels (overwrite) into the build folder, renames the new ones into
-   place and writes the metadata last, each metadata change by write-to-temp-then-rename;
+3. publishing first records every move it is about to make in the journal, then moves old
+   levels (overwrite) into the build folder behind a metadata document listing level 0
+   alone, renames the new ones into place and writes the metadata last, each metadata change
+   by write-to-temp-then-rename;
 4. the build folder is removed, journal last.
+
+The journal is written before anything else goes into the build folder and removed last, so
+a folder of ours without a journal can only hold unpublished new levels (and journal temp
+files): it is removed. A folder with anything else and no journal of ours is left alone.
 
 A build interrupted at any point (exception, cancel, SIGKILL, power loss) is undone by the
 next build of the same image, from the journal: the metadata goes back to its original bytes,
@@ -24,6 +30,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -48,6 +55,8 @@ TOOL = "napari-pyramids"
 LOCK_NAME = ".napari-pyramids.lock"
 BUILD_PREFIX = ".napari-pyramids-build-"
 JOURNAL = "journal.json"
+SKELETON = ("levels", "aside")
+_JOURNAL_TEMP = re.compile(r"^journal\.json\.[0-9a-f]{32}\.tmp$")
 _READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 # A journal carries the original metadata document as an escaped JSON string (up to ~4x its
 # bytes) plus a few entries per level: the metadata's own caps with room for that.
@@ -90,6 +99,12 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_parents(root: Path, rels: Sequence[str]) -> None:
+    """Make renames below ``root`` durable before the metadata that depends on them changes."""
+    for folder in sorted({(root / rel).parent for rel in rels} | {root}):
+        _fsync_dir(folder)
 
 
 def atomic_write(target: Path, data: bytes, scratch: Path) -> None:
@@ -144,6 +159,29 @@ class ImageLock:
         self.release()
 
     def acquire(self) -> None:
+        fd = self._locked_descriptor()
+        holder = {
+            "tool": TOOL,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "build": self.build_id,
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, encode_json(holder), 0)
+        except BaseException as exc:
+            # Give the lock back (file included): a leaked descriptor would hold it forever.
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(fd)
+            if isinstance(exc, OSError):
+                raise storage_error(exc, self.root) from None
+            raise
+        self._fd = fd
+
+    def _locked_descriptor(self) -> int:
+        """An open descriptor of the lock file, holding its flock."""
         while True:
             try:
                 fd = os.open(
@@ -157,6 +195,11 @@ class ImageLock:
                 raise storage_error(exc, self.root) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # The previous holder may have unlinked the file between our open and flock.
+                try:
+                    same = _same_file(os.fstat(fd), os.lstat(self.path))
+                except FileNotFoundError:
+                    same = False
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
@@ -164,35 +207,25 @@ class ImageLock:
                     f"{self.root} is being built by another process ({holder}); wait for that "
                     "build to finish or cancel it, then run again. Nothing was written."
                 ) from None
-            except OSError as exc:
+            except BaseException as exc:
                 os.close(fd)
-                raise storage_error(exc, self.root) from None
-            # The previous holder may have unlinked the file between our open and flock.
-            try:
-                same = _same_file(os.fstat(fd), os.lstat(self.path))
-            except FileNotFoundError:
-                same = False
+                if isinstance(exc, OSError):
+                    raise storage_error(exc, self.root) from None
+                raise
             if same:
-                break
+                return fd
             os.close(fd)
-        holder = {
-            "tool": TOOL,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "build": self.build_id,
-            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, encode_json(holder), 0)
-        self._fd = fd
 
     def release(self) -> None:
         if self._fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        os.close(self._fd)
-        self._fd = None
+        fd, self._fd = self._fd, None
+        try:
+            # A lock file left behind is harmless (the next build takes it over).
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        finally:
+            os.close(fd)
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
@@ -217,9 +250,10 @@ class Journal:
     intermediate: bytes | None = None
     final: bytes | None = None
     phase: str = "writing"
-    # (path, inode, device) of every new level renamed into place, in order.
+    # Written before the publish moves anything, so some may not have happened yet:
+    # (path, inode, device) of every new level to rename into place,
     placed: list[tuple[str, int, int]] = field(default_factory=list)
-    # (path, name in the build folder) of every old level moved aside, in order.
+    # (path, name in the build folder) of every old level to move aside.
     moved_aside: list[tuple[str, str]] = field(default_factory=list)
     created_dirs: list[str] = field(default_factory=list)
     created_files: list[tuple[str, str]] = field(default_factory=list)
@@ -249,15 +283,18 @@ class BuildFolder:
         self.root = root
         self.path = root / f"{BUILD_PREFIX}{build_id}"
         self.journal = Journal(build_id, metadata_file, read_bytes(root / metadata_file))
+        # True once the final metadata is in place: from then on the build has happened.
+        self.committed = False
 
     def level_path(self, index: int) -> Path:
         return self.path / "levels" / str(index)
 
     def create(self) -> None:
         os.mkdir(self.path)
-        os.mkdir(self.path / "levels")
-        os.mkdir(self.path / "aside")
+        # The journal first: from here on the folder is recognisably ours (see recover).
         self.save()
+        for name in SKELETON:
+            os.mkdir(self.path / name)
 
     def save(self) -> None:
         atomic_write(self.path / JOURNAL, encode_json(self.journal.to_json()), self.path)
@@ -277,40 +314,48 @@ class BuildFolder:
         final: bytes,
         extra_files: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        """Move old levels aside, rename new ones into place, then write the metadata."""
+        """Move old levels aside, rename new ones into place, then write the metadata.
+
+        The journal lists every move before the first one happens; recovery undoes those
+        that happened and skips the others, so one durable journal write covers them all.
+        """
         journal = self.journal
         journal.phase = "publishing"
         journal.intermediate, journal.final = intermediate, final
+        journal.moved_aside = [(rel, f"aside/{i}") for i, rel in enumerate(aside)]
+        journal.created_dirs = []
+        for _, rel in new_levels:
+            for parent in map(str, reversed(Path(rel).parents[:-1])):
+                if parent not in journal.created_dirs and not (self.root / parent).exists():
+                    journal.created_dirs.append(parent)
+        journal.placed = []
+        for index, rel in new_levels:
+            info = os.stat(self.level_path(index))
+            journal.placed.append((rel, info.st_ino, info.st_dev))
+        created = [(name, data) for name, data in extra_files if not (self.root / name).exists()]
+        journal.created_files = [(name, sha256(data)) for name, data in created]
+        # Level data durable before any rename can make it reachable.
         sync_filesystem(self.path)
         self.save()
         metadata = self.root / journal.metadata_file
         if intermediate is not None and intermediate != journal.original:
             atomic_write(metadata, intermediate, self.path)
-        for i, rel in enumerate(aside):
-            name = f"aside/{i}"
-            journal.moved_aside.append((rel, name))
-            self.save()
+        for rel, name in journal.moved_aside:
             os.rename(self.root / rel, self.path / name)
+        for rel in journal.created_dirs:
+            os.mkdir(self.root / rel)
         for index, rel in new_levels:
-            target = self.root / rel
-            for parent in reversed(Path(rel).parents[:-1]):
-                if not (self.root / parent).exists():
-                    journal.created_dirs.append(str(parent))
-                    self.save()
-                    os.mkdir(self.root / parent)
-            source = self.level_path(index)
-            info = os.stat(source)
-            journal.placed.append((rel, info.st_ino, info.st_dev))
-            self.save()
-            os.rename(source, target)
-        for name, data in extra_files:
-            if not os.path.lexists(self.root / name):
-                journal.created_files.append((name, sha256(data)))
-                self.save()
-                atomic_write(self.root / name, data, self.path)
+            os.rename(self.level_path(index), self.root / rel)
+        for name, data in created:
+            atomic_write(self.root / name, data, self.path)
+        _fsync_parents(self.root, [rel for _, rel in new_levels])
+        _fsync_dir(self.path / "aside")
         atomic_write(metadata, final, self.path)
+        self.committed = True
         journal.phase = "published"
-        self.save()
+        # The journal already proves the build finished (the metadata hash is ``final``).
+        with contextlib.suppress(OSError):
+            self.save()
 
     def remove(self) -> None:
         remove_build_folder(self.path)
@@ -336,11 +381,38 @@ def leftover_builds(root: Path) -> Iterator[Path]:
             yield Path(entry.path)
 
 
+def has_leftovers(root: Path) -> bool:
+    """Whether a build ran here and did not finish cleaning (a build folder or a lock file)."""
+    return os.path.lexists(root / LOCK_NAME) or any(True for _ in leftover_builds(root))
+
+
+def _holds_only_new_data(folder: Path) -> bool:
+    """Whether a journal-less build folder can only hold data of a build that never published.
+
+    Old levels are moved aside only after the journal is written, and the journal is the last
+    thing removed; so without a journal, ``aside`` is empty and ``levels`` holds nothing but
+    new levels no metadata ever listed (e.g. a build killed before its journal existed, or
+    chunk writes that finished after a failed build removed its folder).
+    """
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False) and entry.name == "levels":
+                continue
+            if entry.is_dir(follow_symlinks=False) and entry.name == "aside":
+                with os.scandir(entry.path) as inside:
+                    if any(True for _ in inside):
+                        return False
+            elif not (entry.is_file(follow_symlinks=False) and _JOURNAL_TEMP.match(entry.name)):
+                return False
+    return True
+
+
 def recover(root: Path) -> list[str]:
     """Undo (or finish cleaning) every interrupted build of this image; call under the lock.
 
     Returns one line per leftover folder saying what was done. Folders that carry our prefix
-    but no readable journal of ours are left alone with a warning: they may not be ours.
+    but no readable journal of ours are left alone with a warning: they may not be ours. Each
+    step can be interrupted and redone: a recovery killed half-way is finished by the next.
     """
     report = []
     for folder in leftover_builds(root):
@@ -355,9 +427,9 @@ def recover(root: Path) -> list[str]:
                 raise FileNotFoundError(folder / JOURNAL)
             ours = isinstance(record, dict) and record.get("tool") == TOOL
         except FileNotFoundError:
-            if not any(folder.iterdir()):
-                folder.rmdir()
-                report.append(f"removed empty {folder.name}")
+            if _holds_only_new_data(folder):
+                remove_build_folder(folder)
+                report.append(f"removed {folder.name} (never published, no journal)")
                 continue
             ours = False
         except (ValueError, OSError):
@@ -377,29 +449,39 @@ def recover(root: Path) -> list[str]:
                 stacklevel=2,
             )
             continue
-        if record.get("phase") == "publishing":
-            report.append(_roll_back(root, folder, record))
+        phase = record.get("phase")
+        touched = record.get("placed") or record.get("moved_aside")
+        if phase == "publishing" or (phase != "published" and touched):
+            line, removable = _roll_back(root, folder, record)
         else:
-            report.append(f"removed {folder.name} ({record.get('phase')})")
-        remove_build_folder(folder)
+            line, removable = f"removed {folder.name} ({phase})", True
+        report.append(line)
+        if removable:
+            remove_build_folder(folder)
     return report
 
 
-def _roll_back(root: Path, folder: Path, record: dict[str, Any]) -> str:
-    """Put the image back as it was before an interrupted publish (or accept a finished one)."""
+def _roll_back(root: Path, folder: Path, record: dict[str, Any]) -> tuple[str, bool]:
+    """Put the image back as it was before an interrupted publish (or accept a finished one).
+
+    Returns what was done and whether the build folder may now be deleted: it is kept
+    whenever it may still hold a level that could not be put back.
+    """
     metadata = root / record["metadata_file"]
     current = sha256(read_bytes(metadata))
     original = record["original"]
     original_bytes = None if original is None else original.encode("utf-8")
     if current == record.get("final_sha256"):
-        return f"{folder.name}: the build had finished; cleaned up"
-    ours = {record.get("intermediate_sha256"), sha256(original_bytes)}
-    if current not in ours:
+        return f"{folder.name}: the build had finished; cleaned up", True
+    if current not in {record.get("intermediate_sha256"), sha256(original_bytes)}:
         warnings.warn(
-            f"{metadata} changed since the interrupted build {folder.name}; metadata left as it "
-            "is",
+            f"{metadata} changed since the build {folder.name} was interrupted, so what it "
+            f"lists cannot be told apart from that build's levels: nothing was undone and "
+            f"{folder} (which may hold replaced levels) was kept. Check the image, then remove "
+            "that folder by hand.",
             stacklevel=3,
         )
+        return f"{folder.name}: left alone, the metadata changed since", False
     # The metadata is now the original or the intermediate document: neither lists a new
     # level, and the intermediate lists no old one, so levels can move back in any order.
     for rel, ino, dev in reversed(record["placed"]):
@@ -408,18 +490,34 @@ def _roll_back(root: Path, folder: Path, record: dict[str, Any]) -> str:
             info = os.lstat(target)
             if stat.S_ISDIR(info.st_mode) and (info.st_ino, info.st_dev) == (ino, dev):
                 shutil.rmtree(target)
+    # Files first: a created file may sit in a created folder (a nested level's group).
     for name, digest in record["created_files"]:
         if sha256(read_bytes(root / name)) == digest:
             os.unlink(root / name)
     for rel in reversed(record["created_dirs"]):
         with contextlib.suppress(OSError):
             os.rmdir(root / rel)
+    blocked = []
     for rel, name in reversed(record["moved_aside"]):
-        if (folder / name).exists() and not os.path.lexists(root / rel):
+        if not os.path.lexists(folder / name):
+            continue
+        if os.path.lexists(root / rel):
+            blocked.append(rel)
+        else:
             os.rename(folder / name, root / rel)
-    if current in ours and current != sha256(original_bytes):
+    if blocked:
+        # Restoring the original metadata now would list whatever sits at those paths.
+        warnings.warn(
+            f"{root}: cannot put back the old level(s) {blocked} because something now exists "
+            f"at that path; they are kept in {folder}. Move them back by hand.",
+            stacklevel=3,
+        )
+        return f"{folder.name}: old levels {blocked} kept in the build folder", False
+    if current != sha256(original_bytes):
+        _fsync_parents(root, [rel for rel, _ in record["moved_aside"]])
         if original_bytes is None:
-            os.unlink(metadata)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(metadata)
         else:
             atomic_write(metadata, original_bytes, folder)
-    return f"{folder.name}: interrupted while publishing; the image was restored"
+    return f"{folder.name}: interrupted while publishing; the image was restored", True
