@@ -24,17 +24,26 @@ from .errors import PyramidError
 METHODS = ("mean", "median", "min", "max", "mode", "nearest")
 EDGES = ("trim", "keep")
 
-# Peak working memory of one reduction, as a multiple of the input block's bytes (measured
-# with tracemalloc on uint16 and float32 blocks; see tests/core/test_downsample.py).
-WORKING_MEMORY = {
-    "mean": 1.5,
+# Reducers run slab by slab over this many input bytes, so their temporaries (stacked
+# windows, sort buffers, wide sums) stay a small constant whatever the block size.
+SLAB_BYTES = 4 * 2**20
+# Peak temporaries of one slab, as a multiple of SLAB_BYTES (measured with tracemalloc on
+# uint8, uint16 and float32; tests/core/test_reducers.py keeps these honest).
+SLAB_WORK = {
+    "mean": 2.0,
     "min": 0.5,
     "max": 0.5,
     "nearest": 0.5,
     "median": 6.0,
-    "mode": 4.0,
-    "callable": 6.0,
+    "mode": 6.0,
+    "callable": 8.0,
 }
+
+
+def working_memory(block_bytes: int, window_size: int, method: str) -> int:
+    """Upper bound of the bytes :func:`coarsen` allocates: its output plus one slab's work."""
+    return int(block_bytes / window_size + SLAB_WORK[method] * SLAB_BYTES)
+
 
 Reducer = Callable[[np.ndarray, Sequence[int]], np.ndarray]
 
@@ -57,17 +66,23 @@ def _window_views(x: np.ndarray, window: Sequence[int]) -> list[np.ndarray]:
 
 
 def _round_divide(total: np.ndarray, count: int, dtype: np.dtype) -> np.ndarray:
-    """``rint(total / count)`` in integer arithmetic (ties to even), cast to ``dtype``."""
-    quotient, remainder = np.divmod(total, count)
-    # Round up when the remainder is more than half, or exactly half and the quotient is odd.
-    quotient += (2 * remainder + (quotient & 1)) > count
-    return quotient.astype(dtype)
+    """``rint(total / count)`` in integer arithmetic (ties to even), cast to ``dtype``.
+
+    ``total`` is consumed: adding half the count and dividing in place rounds half up, and
+    the exact ties (now multiples of ``count``) that landed on an odd number step back down.
+    """
+    total += count // 2
+    tie = (total % count == 0) if count % 2 == 0 else None
+    total //= count
+    if tie is not None:
+        total -= tie & (total & 1).astype(bool)
+    return total.astype(dtype)
 
 
 def _sum_dtype(dtype: np.dtype, count: int) -> np.dtype | None:
     """An integer type wide enough to sum ``count`` values of ``dtype``, if one exists."""
     info = np.iinfo(dtype)
-    for candidate in (np.int32, np.uint32, np.int64, np.uint64):
+    for candidate in (np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64):
         wide = np.iinfo(candidate)
         if info.min * count >= wide.min and info.max * count <= wide.max:
             return np.dtype(candidate)
@@ -241,22 +256,43 @@ def coarsen(
         # Booleans reduce as 0/1 bytes: mean and median become a majority vote (ties to 0).
         return coarsen(block.view(np.uint8), factors, method, edge).astype(bool)
     trimmed = tuple((n // f) * f for n, f in zip(block.shape, factors, strict=True))
-    main = block[tuple(slice(0, t) for t in trimmed)]
-    if edge == "trim" or trimmed == block.shape:
-        return reduce(main, factors)
     out_shape = tuple(output_length(n, f, edge) for n, f in zip(block.shape, factors, strict=True))
     out = np.empty(out_shape, dtype=block.dtype)
-    # Each axis splits into its whole windows and, if any, one partial window at the end;
-    # every combination of those pieces is reduced with its own window size.
+    # Each axis splits into its whole windows and, in "keep" mode, one partial window at the
+    # end; every combination of those pieces is reduced with its own window size.
     pieces_per_axis = []
     for n, f, t in zip(block.shape, factors, trimmed, strict=True):
         pieces = [(slice(0, t), slice(0, t // f), f)] if t else []
-        if n > t:
+        if edge == "keep" and n > t:
             pieces.append((slice(t, n), slice(t // f, t // f + 1), n - t))
         pieces_per_axis.append(pieces)
     for combo in itertools.product(*pieces_per_axis):
         source = tuple(p[0] for p in combo)
         target = tuple(p[1] for p in combo)
         window = tuple(p[2] for p in combo)
-        out[target] = reduce(block[source], window)
+        _reduce_in_slabs(reduce, block[source], window, out[target])
     return out
+
+
+def _reduce_in_slabs(
+    reduce: Reducer, x: np.ndarray, window: Sequence[int], out: np.ndarray
+) -> None:
+    """Fill ``out`` with ``reduce(x, window)``, at most about SLAB_BYTES of ``x`` at a time."""
+    axis = next((a for a, n in enumerate(out.shape) if n > 1), None)
+    if x.nbytes <= SLAB_BYTES or axis is None:
+        out[...] = reduce(x, window)
+        return
+    rows = out.shape[axis]
+    per_row = x.nbytes // rows
+    deeper = any(n > 1 for n in out.shape[axis + 1 :])
+    step = 1 if per_row > SLAB_BYTES and deeper else max(1, SLAB_BYTES // per_row)
+    for start in range(0, rows, step):
+        stop = min(start + step, rows)
+        src = [slice(None)] * x.ndim
+        dst = [slice(None)] * x.ndim
+        src[axis] = slice(start * window[axis], stop * window[axis])
+        dst[axis] = slice(start, stop)
+        if step == 1 and deeper:
+            _reduce_in_slabs(reduce, x[tuple(src)], window, out[tuple(dst)])
+        else:
+            out[tuple(dst)] = reduce(x[tuple(src)], window)

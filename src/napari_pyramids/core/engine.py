@@ -29,7 +29,7 @@ from zarr.storage import LocalStore
 
 from .downsample import coarsen
 from .errors import BuildCancelled, PyramidError
-from .image import OmeZarrImage, open_image
+from .image import open_image
 from .metadata import group_document_with, multiscale_with_levels
 from .plan import PyramidPlan, Stage, plan_pyramid
 from .store import BuildFolder, ImageLock, encode_json, recover, storage_error
@@ -184,11 +184,23 @@ def final_document(plan: PyramidPlan) -> bytes:
     return encode_json(group_document_with(plan.image, multiscale))
 
 
-def _extra_files(image: OmeZarrImage) -> list[tuple[str, bytes]]:
-    """Group metadata a bare v2 array folder lacks to be a valid group."""
+def _extra_files(plan: PyramidPlan) -> list[tuple[str, bytes]]:
+    """Group metadata the new levels' folders need: a bare v2 image's ``.zgroup``, and the
+    parent groups of nested level paths (``scale1/`` beside ``scale0/``) where level 0 has one.
+    """
+    image = plan.image
     if image.zarr_format == 2:
-        return [(".zgroup", encode_json({"zarr_format": 2}))]
-    return []
+        name, document = ".zgroup", {"zarr_format": 2}
+    else:
+        name, document = "zarr.json", {"zarr_format": 3, "node_type": "group", "attributes": {}}
+    files = [(".zgroup", encode_json(document))] if image.zarr_format == 2 else []
+    parents0 = Path(image.level0.path).parents[:-1]
+    for level in plan.new_levels:
+        for parent, parent0 in zip(Path(level.path).parents[:-1], parents0, strict=False):
+            entry = (f"{parent}/{name}", encode_json(document))
+            if (image.root / parent0 / name).is_file() and entry not in files:
+                files.append(entry)
+    return files
 
 
 def iter_build(
@@ -225,7 +237,7 @@ def iter_build(
                 aside=aside,
                 intermediate=_intermediate_document(plan) if aside else None,
                 final=final_document(plan),
-                extra_files=_extra_files(plan.image),
+                extra_files=_extra_files(plan),
             )
             published = True
         except OSError as exc:

@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from .downsample import EDGES, METHODS, WORKING_MEMORY, method_for_callable, output_length
+from .downsample import EDGES, METHODS, method_for_callable, output_length, working_memory
 from .errors import PyramidError
 from .image import OmeZarrImage
 from .metadata import dataset_entry, level_transforms
 from .paths import check_level_path, check_no_links, check_regular_file_for_write
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
+MIN_MEMORY_BUDGET = 16 * 2**20
 # Past this size a bigger block only delays the first write and starves the other workers.
 TARGET_BLOCK_BYTES = 32 * 2**20
 _OPEN_ARRAY_KEYS = {"write_empty_chunks", "fill_value", "dimension_separator"}
@@ -166,8 +167,10 @@ def parse_memory_budget(value: int | str | None) -> int:
         raise PyramidError(
             f"memory_budget {value!r} is not a size; use bytes or a string like '512MiB'"
         ) from None
-    if budget < 16 * 2**20:
-        raise PyramidError(f"memory_budget {value!r} is below the 16 MiB minimum")
+    if budget < MIN_MEMORY_BUDGET:
+        raise PyramidError(
+            f"memory_budget {value!r} is below the {format_bytes(MIN_MEMORY_BUDGET)} minimum"
+        )
     return budget
 
 
@@ -311,14 +314,23 @@ def _check_options(image: OmeZarrImage, options: Mapping[str, Any] | None) -> di
         raise PyramidError("dimension_separator must be '.' or '/' and applies to zarr v2 only")
     if "write_empty_chunks" in options and not isinstance(options["write_empty_chunks"], bool):
         raise PyramidError("open_array_kwargs['write_empty_chunks'] must be True or False")
-    if "fill_value" in options:
-        try:
-            np.array(options["fill_value"]).astype(image.level0.dtype, casting="same_kind")
-        except (TypeError, ValueError):
-            raise PyramidError(
-                f"fill_value {options['fill_value']!r} does not fit dtype {image.level0.dtype}"
-            ) from None
+    if "fill_value" in options and not _fits(options["fill_value"], image.level0.dtype):
+        raise PyramidError(
+            f"fill_value {options['fill_value']!r} does not fit dtype {image.level0.dtype}"
+        )
     return options
+
+
+def _fits(value: Any, dtype: np.dtype) -> bool:
+    """Whether a fill value is a number that ``dtype`` represents exactly."""
+    if isinstance(value, bool):
+        return dtype.kind == "b"
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return isinstance(value, numbers.Integral) and info.min <= value <= info.max
+    if dtype.kind == "f":
+        return isinstance(value, numbers.Real)
+    return False
 
 
 def _check_chunksize(image: OmeZarrImage, chunksize: Any) -> tuple[int, ...] | None:
@@ -370,16 +382,19 @@ def task_bytes(
     block: Sequence[int],
     method: str,
 ) -> int:
-    """Peak memory of one block task: the block, the reducer's working memory, the outputs."""
+    """Peak memory of one block task: the block being reduced, the reducer, the output."""
     itemsize = levels[0].itemsize
-    shape = tuple(block)
-    total = math.prod(shape) * itemsize * (1 + WORKING_MEMORY[method])
+    # zarr decodes up to its async concurrency (10) chunks at once on the way into the block.
+    read = 10 * math.prod(levels[stage_source].write_unit) * itemsize
+    current = math.prod(block) * itemsize
+    peak = current + min(read, current)
     for target in range(stage_source + 1, stage_end + 1):
-        factors = levels[target].factors
-        shape = tuple(-(-n // f) for n, f in zip(shape, factors, strict=True))
-        # The level's block and its encoded copy on the way to disk.
-        total += 2 * math.prod(shape) * itemsize
-    return int(total)
+        window = math.prod(levels[target].factors)
+        out = current // window
+        # The input, the reducer's output and temporaries, and the output's encoded copy.
+        peak = max(peak, current + working_memory(current, window, method) + out)
+        current = out
+    return int(peak)
 
 
 def _aligned_block(levels: Sequence[LevelPlan], source: int, end: int) -> tuple[int, ...]:

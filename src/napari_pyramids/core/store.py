@@ -382,15 +382,15 @@ def _roll_back(root: Path, folder: Path, record: dict[str, Any]) -> str:
             info = os.lstat(target)
             if stat.S_ISDIR(info.st_mode) and (info.st_ino, info.st_dev) == (ino, dev):
                 shutil.rmtree(target)
+    for name, digest in record["created_files"]:
+        if sha256(read_bytes(root / name)) == digest:
+            os.unlink(root / name)
     for rel in reversed(record["created_dirs"]):
         with contextlib.suppress(OSError):
             os.rmdir(root / rel)
     for rel, name in reversed(record["moved_aside"]):
         if (folder / name).exists() and not os.path.lexists(root / rel):
             os.rename(folder / name, root / rel)
-    for name, digest in record["created_files"]:
-        if sha256(read_bytes(root / name)) == digest:
-            os.unlink(root / name)
     if current in ours and current != sha256(original_bytes):
         if original_bytes is None:
             os.unlink(metadata)

@@ -1,0 +1,53 @@
+"""The same block tasks on a dask.distributed cluster of processes, byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+
+from imaging import write_image
+from napari_pyramids import build_pyramid
+from napari_pyramids.core import plan
+
+distributed = pytest.importorskip("distributed")
+
+
+def file_hashes(path):
+    return {
+        str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(path.rglob("*"))
+        if f.is_file()
+    }
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_build_on_a_process_cluster_equals_the_threaded_build(
+    tmp_path, rng, zarr_format, monkeypatch
+):
+    monkeypatch.setattr(plan, "TARGET_BLOCK_BYTES", 16 * 1024)
+    data = rng.integers(0, 4000, size=(3, 96, 80), dtype=np.uint16)
+    threaded = write_image(
+        tmp_path / "threads.zarr", data, zarr_format=zarr_format, chunks=(1, 16, 16)
+    )
+    clustered = tmp_path / "cluster.zarr"
+    shutil.copytree(threaded, clustered)
+
+    built = build_pyramid(zarrurl=threaded, num_levels=4, workers=2)
+    assert built.total_blocks > 2
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+        distributed.get_task_stream() as stream,
+    ):
+        build_pyramid(zarrurl=clustered, num_levels=4)
+        workers = set(client.scheduler_info()["workers"])
+    # Every block ran as a task on the cluster's worker processes.
+    ran = [t for t in stream.data if t["key"].startswith("run_block")]
+    assert len(ran) == built.total_blocks
+    assert {t["worker"] for t in ran} <= workers
+    assert file_hashes(clustered) == file_hashes(threaded)
