@@ -111,10 +111,53 @@ def _mean(x: np.ndarray, window: Sequence[int]) -> np.ndarray:
         quot += extra_q
         quot += (2 * extra_r + (quot & 1)) > count
         return quot.astype(x.dtype)
-    total = views[0].astype(wide)
-    for view in views[1:]:
-        total += view
+    total = _window_sum(x, window, wide)
+    if count & (count - 1) == 0:
+        return _round_shift(total, count.bit_length() - 1, x.dtype)
     return _round_divide(total, count, x.dtype)
+
+
+def _window_sum(x: np.ndarray, window: Sequence[int], wide: np.dtype) -> np.ndarray:
+    """Exact integer sum of each whole window, in ``wide``.
+
+    Axis by axis, outermost first: the first additions then run over whole contiguous rows
+    and only the last, on data already shrunk, strides within rows. Integer sums are exact
+    in any order, so this equals the sum of the window views.
+    """
+    total = x
+    for axis, w in enumerate(window):
+        if w == 1:
+            continue
+        n = total.shape[axis] // w
+        parts = []
+        for offset in range(w):
+            index = [slice(None)] * total.ndim
+            index[axis] = slice(offset, offset + w * n, w)
+            parts.append(total[tuple(index)])
+        if total is x:
+            total = np.add(parts[0], parts[1], dtype=wide)
+        else:
+            total = np.add(parts[0], parts[1])
+        for part in parts[2:]:
+            total += part
+    return total if total is not x else x.astype(wide)
+
+
+def _round_shift(total: np.ndarray, shift: int, dtype: np.dtype) -> np.ndarray:
+    """``rint(total / 2**shift)``, ties to even, by shifts; cast to ``dtype``; consumes total.
+
+    With ``q = total >> shift`` (floor, also for negative sums), adding ``2**(shift-1) - 1 +
+    (q & 1)`` before shifting carries into ``q`` exactly when the remainder is above half, or
+    is half and ``q`` is odd. The sum type leaves room for the addition (see _sum_dtype).
+    """
+    if shift == 0:
+        return total.astype(dtype)
+    odd = total >> shift
+    odd &= 1
+    total += (1 << (shift - 1)) - 1
+    total += odd
+    total >>= shift
+    return total.astype(dtype)
 
 
 def _extreme(ufunc: np.ufunc) -> Reducer:
