@@ -61,11 +61,9 @@ class BlockTask:
 @functools.lru_cache(maxsize=32)
 def _open_array(path: str, writable: bool, write_empty_chunks: bool) -> zarr.Array:
     store = LocalStore(path, read_only=not writable)
-    return zarr.open_array(
-        store=store,
-        mode="r+" if writable else "r",
-        config={"write_empty_chunks": write_empty_chunks},
-    )
+    array = zarr.open_array(store=store, mode="r+" if writable else "r")
+    # open_array drops its ``config`` argument when the array exists (zarr 3.1): set it after.
+    return array.with_config({"write_empty_chunks": write_empty_chunks})
 
 
 def run_block(task: BlockTask, index: int) -> int:
