@@ -27,7 +27,8 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from .downsample import coarsen
+from .chunkio import ChunkArray, open_chunk_array
+from .downsample import coarsen, output_length
 from .errors import BuildCancelled, PyramidError
 from .image import open_image
 from .metadata import group_document_with, multiscale_with_levels
@@ -58,26 +59,97 @@ class BlockTask:
     write_empty_chunks: bool
 
 
+def _metadata_stamp(path: str) -> tuple[int, int]:
+    """Changes whenever the array's metadata is rewritten, so caches never serve stale arrays."""
+    for name in (".zarray", "zarr.json"):
+        try:
+            info = os.stat(os.path.join(path, name))
+        except FileNotFoundError:
+            continue
+        return info.st_mtime_ns, info.st_ino
+    return 0, 0
+
+
 @functools.lru_cache(maxsize=32)
-def _open_array(path: str, writable: bool, write_empty_chunks: bool) -> zarr.Array:
+def _open_array(
+    path: str, writable: bool, write_empty_chunks: bool, stamp: tuple[int, int]
+) -> zarr.Array:
     store = LocalStore(path, read_only=not writable)
     array = zarr.open_array(store=store, mode="r+" if writable else "r")
     # open_array drops its ``config`` argument when the array exists (zarr 3.1): set it after.
     return array.with_config({"write_empty_chunks": write_empty_chunks})
 
 
+@functools.lru_cache(maxsize=32)
+def _open_direct(path: str, stamp: tuple[int, int]) -> ChunkArray | None:
+    return open_chunk_array(path)
+
+
+def read_region(path: str, region: tuple[slice, ...]) -> np.ndarray:
+    """The values of ``region`` of the array at ``path``: chunk files directly when possible."""
+    stamp = _metadata_stamp(path)
+    direct = _open_direct(path, stamp)
+    if direct is not None:
+        return direct.read(region)
+    return np.asarray(_open_array(path, False, False, stamp)[region])
+
+
+def write_region(
+    path: str, region: tuple[slice, ...], data: np.ndarray, write_empty_chunks: bool
+) -> None:
+    """Write whole chunks of the array at ``path``: chunk files directly when possible."""
+    stamp = _metadata_stamp(path)
+    direct = _open_direct(path, stamp)
+    if direct is not None:
+        direct.write(region, data, write_empty_chunks)
+    else:
+        _open_array(path, True, write_empty_chunks, stamp)[region] = data
+
+
 def run_block(task: BlockTask, index: int) -> int:
     """Read block ``index`` of the stage's source once and write its part of every level."""
     region = task.stage.region(index)
-    block = np.asarray(_open_array(task.source, False, False)[region])
-    for target, factors, relative in zip(task.targets, task.factors, task.relative, strict=True):
-        block = coarsen(block, factors, task.aggregation, task.edge)
+    block = _first_level(task, region)
+    for k, (target, relative) in enumerate(zip(task.targets, task.relative, strict=True)):
+        if k:
+            block = coarsen(block, task.factors[k], task.aggregation, task.edge)
         out = tuple(
             slice(r.start // f, r.start // f + n)
             for r, f, n in zip(region, relative, block.shape, strict=True)
         )
-        _open_array(target, True, task.write_empty_chunks)[out] = block
+        write_region(target, out, block, task.write_empty_chunks)
     return index
+
+
+def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
+    """The block's first target level, reduced chunk by chunk when the source allows it.
+
+    When every source chunk holds whole windows (chunk lengths divisible by the factors), each
+    decoded chunk is reduced on its own into the output: the source block never sits whole in
+    memory, and since windows never straddle chunks the values are the same. Callables get
+    the whole block, as they may not be window-local.
+    """
+    factors = task.factors[0]
+    direct = _open_direct(task.source, _metadata_stamp(task.source))
+    if (
+        direct is None
+        or callable(task.aggregation)
+        or any(c % f for c, f in zip(direct.chunks, factors, strict=True))
+    ):
+        return coarsen(read_region(task.source, region), factors, task.aggregation, task.edge)
+    shape = tuple(
+        output_length(r.stop - r.start, f, task.edge) for r, f in zip(region, factors, strict=True)
+    )
+    out = np.empty(shape, dtype=direct.dtype)
+    for offset, part in direct.read_parts(region):
+        reduced = coarsen(part, factors, task.aggregation, task.edge)
+        out[
+            tuple(
+                slice(o // f, o // f + n)
+                for o, f, n in zip(offset, factors, reduced.shape, strict=True)
+            )
+        ] = reduced
+    return out
 
 
 def block_tasks(plan: PyramidPlan, folder: BuildFolder) -> list[BlockTask]:
