@@ -61,6 +61,7 @@ class Run:
     wall_s: float
     work_s: float | None
     peak_rss_mib: float
+    cpu_s: float
     ok: bool
     error: str = ""
 
@@ -170,8 +171,8 @@ def fresh_copy(source: Path, target: Path) -> None:
     os.sync()
 
 
-def timed_process(argv: list[str], env: dict, logs: Path) -> tuple[float, int, float]:
-    """Run ``argv``; wall seconds, exit status and that process's peak RSS in MiB.
+def timed_process(argv: list[str], env: dict, logs: Path) -> tuple[float, int, float, float]:
+    """Run ``argv``; wall seconds, exit status, peak RSS (MiB) and CPU seconds of the process.
 
     A child forked from this (large) Python process would inherit its memory high-water
     mark through ``exec``, so the tool is started by GNU time (``/usr/bin/time``, a small C
@@ -180,7 +181,7 @@ def timed_process(argv: list[str], env: dict, logs: Path) -> tuple[float, int, f
     """
     report = logs / "rusage"
     if os.path.exists(TIME):
-        launcher = [TIME, "-f", "%M", "-o", str(report)]
+        launcher = [TIME, "-f", "%M %U %S", "-o", str(report)]
     else:
         launcher = [sys.executable, "-I", "-S", str(HERE / "launcher.py"), str(report)]
     with open(logs / "stdout", "wb") as out, open(logs / "stderr", "wb") as err:
@@ -188,10 +189,10 @@ def timed_process(argv: list[str], env: dict, logs: Path) -> tuple[float, int, f
         code = subprocess.call([*launcher, *argv], env=env, stdout=out, stderr=err, cwd=logs)
         wall = time.perf_counter() - start
     try:
-        peak_kib = int(report.read_text().split()[-1])
-    except (OSError, ValueError, IndexError):
-        peak_kib = 0
-    return wall, code, peak_kib / 1024
+        peak_kib, user, system = report.read_text().split()[-3:]
+        return wall, code, int(peak_kib) / 1024, float(user) + float(system)
+    except (OSError, ValueError):
+        return wall, code, 0.0, float("nan")
 
 
 def run_tool(tool: str, image: Path, levels: int, seed: Path | None, logs: Path) -> tuple:
@@ -204,7 +205,7 @@ def run_tool(tool: str, image: Path, levels: int, seed: Path | None, logs: Path)
         )
     argv = [python, str(HERE / "tools.py"), tool, str(image), str(levels)]
     logs.mkdir(parents=True, exist_ok=True)
-    wall, code, rss_mib = timed_process(argv, env, logs)
+    wall, code, rss_mib, cpu_s = timed_process(argv, env, logs)
     stdout = (logs / "stdout").read_text(errors="replace").strip().splitlines()
     work_s = None
     for line in reversed(stdout):
@@ -212,7 +213,7 @@ def run_tool(tool: str, image: Path, levels: int, seed: Path | None, logs: Path)
             work_s = json.loads(line).get("work_s")
             break
     error = "" if code == 0 else (logs / "stderr").read_text(errors="replace")[-1500:]
-    return wall, work_s, rss_mib, code == 0, error
+    return wall, work_s, rss_mib, cpu_s, code == 0, error
 
 
 # --- the whole benchmark --------------------------------------------------------------------
@@ -256,12 +257,15 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 target = work / "runs" / tool / f"{w.name}.ome.zarr"
                 fresh_copy(images[w.name], target)
-                wall, work_s, rss, ok, error = run_tool(
+                wall, work_s, rss, cpu, ok, error = run_tool(
                     tool, target, args.levels, seed, work / "logs" / tool / w.name
                 )
-                results.runs.append(Run(tool, w.name, repeat, wall, work_s, rss, ok, error))
+                results.runs.append(Run(tool, w.name, repeat, wall, work_s, rss, cpu, ok, error))
                 state = "ok" if ok else "FAILED"
-                log(f"{w.name} #{repeat + 1} {tool}: {wall:.2f} s, {rss:.0f} MiB, {state}")
+                log(
+                    f"{w.name} #{repeat + 1} {tool}: {wall:.2f} s, CPU {cpu:.2f} s, "
+                    f"{rss:.0f} MiB, {state}"
+                )
                 if not ok:
                     log(error)
                 if ok and repeat == 0 and tool in BUILDERS and not args.no_verify:
@@ -331,6 +335,7 @@ def summarise(results: Results, image: str, tool: str) -> dict | None:
         "min": min(walls),
         "max": max(walls),
         "rss": _median([r.peak_rss_mib for r in runs]),
+        "cpu": _median([r.cpu_s for r in runs]),
         "rss_max": max(r.peak_rss_mib for r in runs),
         "n": len(runs),
     }
@@ -349,12 +354,13 @@ def markdown(results: Results, workloads: list[wl.Workload], tools: list[str]) -
         "",
         f"Command: `{results.command}`. Each figure is the median of the repeats (min–max), "
         "each run a fresh process on a fresh copy of level 0 (page cache warm); "
-        f"{results.levels} levels, 2x2 mean in Y and X. Ratio = ours ÷ that tool "
-        "(below 1: ours is faster).",
+        f"{results.levels} levels, 2x2 mean in Y and X. CPU = user + sys seconds of the "
+        "process (a steadier measure than wall time on a shared machine). Ratio = ours ÷ that "
+        "tool, median wall times (below 1: ours is faster).",
         "",
-        "| image | tool | wall s, median (min–max) | peak RSS MiB | ours ÷ tool | output "
-        "vs numpy |",
-        "|---|---|---|---|---|---|",
+        "| image | tool | wall s, median (min–max) | CPU s | peak RSS MiB | ours ÷ tool (wall) "
+        "| output vs numpy |",
+        "|---|---|---|---|---|---|---|",
     ]
     for w in workloads:
         mine = summarise(results, w.name, "ours")
@@ -365,12 +371,13 @@ def markdown(results: Results, workloads: list[wl.Workload], tools: list[str]) -
                 failed = any(r.tool == tool and r.image == w.name for r in results.runs)
                 if not failed:
                     continue
-                cells = ["failed", "", "", ""]
+                cells = ["failed", "", "", "", ""]
             else:
                 ratio = f"{mine['wall'] / s['wall']:.2f}" if mine and tool != "ours" else "1"
                 check = results.checks.get(w.name, {}).get(tool, {}).get("summary", "–")
                 cells = [
                     f"{s['wall']:.2f} ({s['min']:.2f}–{s['max']:.2f})",
+                    f"{s['cpu']:.2f}",
                     f"{s['rss']:.0f}",
                     ratio,
                     check,
