@@ -54,3 +54,23 @@ def test_big_uint16_blocks_agree_slab_by_slab(rng):
     np.testing.assert_array_equal(result[:, :4, :], expected)
     total = block[:, :1030, :2050].reshape(2, 515, 2, 1025, 2).sum(axis=(2, 4))
     np.testing.assert_array_equal(result, np.rint(total / 4).astype(np.uint16))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "low", "high"),
+    [
+        ("uint16", 0, 16383),  # 4 * 16383 + 2 fits uint16: summed in uint16
+        ("uint16", 0, 16384),  # one more does not: summed wide
+        ("int16", -8192, 8191),
+        ("int16", -8193, 8191),
+        ("uint8", 0, 63),
+        ("uint8", 0, 64),
+    ],
+)
+def test_sums_in_the_narrow_type_only_when_they_fit(rng, dtype, low, high):
+    block = rng.integers(low, high, size=(12, 14), dtype=dtype, endpoint=True)
+    block[0, :2] = block[1, :2] = high  # a window at the top of the range
+    block[2, :2] = block[3, :2] = low
+    for edge in ("trim", "keep"):
+        expected = reference_level(block, (2, 2), "mean", edge)
+        np.testing.assert_array_equal(coarsen(block, (2, 2), "mean", edge), expected)
