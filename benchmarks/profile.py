@@ -5,14 +5,17 @@
 
 For each image (made by run.py's workload, under benchmarks/.work/images) it
 
-1. replays the engine's work serially on one thread, timing each phase over the whole
+1. replays the engine's work serially on one thread, measuring each phase's CPU time
+   (thread CPU time, so other processes on the machine do not count) over the whole
    image: reading chunk files (I/O from the page cache), decoding them, reducing (every
    level), encoding the output chunks and writing them (into a scratch folder);
 2. builds the pyramid for real on a fresh copy with 1 worker and with the default workers,
-   reporting wall time, CPU time (user + sys) and peak RSS of each build.
+   reporting wall time, CPU time (user + sys) and peak RSS of each build, and how the
+   block tasks' time splits into running, waiting for a CPU (other processes on the
+   machine) and blocked (the GIL or I/O).
 
-The serial phase sum is the CPU work of a build; (1) over (2) shows the overhead of the
-engine (task scheduling, Python) and how well the threads overlap.
+The serial phase sum is the CPU work of a build; (1) against (2) shows the engine's
+overhead, and the task split shows whether the threads could overlap.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ from napari_pyramids.core.plan import plan_pyramid  # noqa: E402
 
 
 def phase_costs(image: Path, levels: int) -> dict[str, float]:
-    """Seconds of each phase of the first pass over level 0, run serially on this thread."""
+    """CPU seconds (this thread's, so other processes do not count) of each phase of the first
+    pass over level 0, run serially on this thread."""
     plan = plan_pyramid(open_image(image), num_levels=levels)
     stage = plan.stages[0]
     source = open_chunk_array(image / plan.levels[0].path)
@@ -62,15 +66,15 @@ def phase_costs(image: Path, levels: int) -> dict[str, float]:
             )
             block = np.empty(shape, dtype=source.dtype)
             for chunk_index in source.chunk_indices(region):
-                start = time.perf_counter()
+                start = time.thread_time()
                 with open(source.chunk_path(chunk_index), "rb") as f:
                     raw = f.read()
-                t["read chunk files"] += time.perf_counter() - start
-                start = time.perf_counter()
+                t["read chunk files"] += time.thread_time() - start
+                start = time.thread_time()
                 chunk = np.empty(source.chunks, dtype=source.dtype)
                 codec.decode(raw, out=chunk.view(np.uint8).reshape(-1))
-                t["decode"] += time.perf_counter() - start
-                start = time.perf_counter()
+                t["decode"] += time.thread_time() - start
+                start = time.thread_time()
                 reduced = coarsen(chunk, factors, plan.method)
                 offset = [
                     c * n // f for c, n, f in zip(chunk_index, source.chunks, factors, strict=True)
@@ -82,12 +86,12 @@ def phase_costs(image: Path, levels: int) -> dict[str, float]:
                         for o, g, n in zip(offset, origin, reduced.shape, strict=True)
                     )
                 ] = reduced
-                t["reduce"] += time.perf_counter() - start
+                t["reduce"] += time.thread_time() - start
             for k in stage.targets:
                 if k > 1:
-                    start = time.perf_counter()
+                    start = time.thread_time()
                     block = coarsen(block, plan.levels[k].factors, plan.method)
-                    t["reduce"] += time.perf_counter() - start
+                    t["reduce"] += time.thread_time() - start
                 _encode_and_write(block, plan.levels[k].chunks, codec, scratch / str(k), t)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -99,43 +103,86 @@ def _encode_and_write(block, chunks, codec, folder: Path, t) -> None:
     grid = [range(0, n, c) for n, c in zip(block.shape, chunks, strict=True)]
     for number, origin in enumerate(np.ndindex(*[len(g) for g in grid])):
         region = tuple(slice(g[i], g[i] + c) for g, i, c in zip(grid, origin, chunks, strict=True))
-        start = time.perf_counter()
+        start = time.thread_time()
         encoded = codec.encode(np.ascontiguousarray(block[region]))
-        t["encode"] += time.perf_counter() - start
-        start = time.perf_counter()
+        t["encode"] += time.thread_time() - start
+        start = time.thread_time()
         with open(folder / f"{number}", "wb") as f:
             f.write(encoded)
-        t["write chunk files"] += time.perf_counter() - start
+        t["write chunk files"] += time.thread_time() - start
 
 
 def timed_build(image: Path, levels: int, workers: int | None) -> dict[str, float]:
-    """Wall, CPU and peak RSS of a real build in a fresh process (GNU time if present)."""
-    code = (
-        "import sys, time, resource; from napari_pyramids import build_pyramid; "
-        "t = time.perf_counter(); "
-        f"build_pyramid(zarrurl=sys.argv[1], num_levels={levels}, workers={workers!r}); "
-        "w = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_SELF); "
-        "print(w, u.ru_utime, u.ru_stime)"
-    )
+    """A real build in a fresh process: wall, CPU, peak RSS, and where its tasks' time went.
+
+    Each block task's wall time splits into running on a CPU, waiting in the kernel's run
+    queue for one (other processes), and blocked (the GIL, or I/O): from the task thread's
+    /proc schedstat before and after the task.
+    """
     env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
-    out = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", sys.executable, "-c", code, str(image)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+    argv = [sys.executable, __file__, "--build", str(image), str(levels), str(workers or 0)]
+    time_argv = ["/usr/bin/time", "-f", "%M"] if os.path.exists("/usr/bin/time") else []
+    out = subprocess.run([*time_argv, *argv], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if time_argv:
+        result["peak_rss_mib"] = int(out.stderr.split()[-1]) / 1024
+    return result
+
+
+def _build_here(image: str, levels: int, workers: int) -> None:
+    """Run one build in this process with per-task scheduling statistics (for timed_build)."""
+    import resource
+    import threading
+
+    from napari_pyramids.core import api, engine
+
+    def schedstat() -> tuple[float, float]:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+            running, waiting, _ = f.read().split()
+        return int(running) / 1e9, int(waiting) / 1e9
+
+    totals: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+    run_block = engine.run_block
+
+    def measured(task, index):
+        wall, (running, waiting) = time.perf_counter(), schedstat()
+        done = run_block(task, index)
+        wall, (running, waiting) = (
+            time.perf_counter() - wall,
+            (a - b for a, b in zip(schedstat(), (running, waiting), strict=True)),
+        )
+        with lock:
+            totals["task wall"] += wall
+            totals["on a CPU"] += running
+            totals["waiting for a CPU"] += waiting
+            totals["blocked (GIL, I/O)"] += wall - running - waiting
+        return done
+
+    engine.run_block = measured
+    start = time.perf_counter()
+    api.build_pyramid(zarrurl=image, num_levels=levels, workers=workers or None)
+    wall = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "user_s": usage.ru_utime,
+                "sys_s": usage.ru_stime,
+                "tasks": dict(totals),
+            }
+        )
     )
-    wall, user, system = (float(x) for x in out.stdout.split())
-    return {
-        "wall_s": wall,
-        "cpu_s": user + system,
-        "user_s": user,
-        "sys_s": system,
-        "peak_rss_mib": int(out.stderr.split()[-1]) / 1024,
-    }
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--build"]:
+        _build_here(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", choices=list(wl.SIZES), default=["1GiB"])
     parser.add_argument("--formats", nargs="+", choices=wl.FORMATS, default=list(wl.FORMATS))
@@ -161,8 +208,9 @@ def main() -> int:
             print(
                 f"  build, workers={workers or 'default'}: wall {b['wall_s']:.2f} s, "
                 f"CPU {b['cpu_s']:.2f} s (user {b['user_s']:.2f}, sys {b['sys_s']:.2f}), "
-                f"peak RSS {b['peak_rss_mib']:.0f} MiB"
+                f"peak RSS {b.get('peak_rss_mib', float('nan')):.0f} MiB"
             )
+            print("    tasks: " + ", ".join(f"{k} {v:.2f} s" for k, v in b["tasks"].items()))
         shutil.rmtree(target.parent, ignore_errors=True)
         report[w.name] = {"phases": phases, "builds": builds}
     print(json.dumps(report, indent=1))

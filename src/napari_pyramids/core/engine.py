@@ -127,10 +127,11 @@ def run_block(task: BlockTask, index: int) -> int:
 def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
     """The block's first target level, reduced chunk by chunk when the source allows it.
 
-    When every source chunk holds whole windows (chunk lengths divisible by the factors), each
-    decoded chunk is reduced on its own into the output: the source block never sits whole in
-    memory, and since windows never straddle chunks the values are the same. Callables get
-    the whole block, as they may not be window-local.
+    When the block covers whole source chunks (but at the array's far edge) and every chunk
+    holds whole windows (chunk lengths divisible by the factors), each decoded chunk is
+    reduced on its own into the output: the source block never sits whole in memory, and
+    since windows never straddle chunks the values are the same. Callables get the whole
+    block, as they may not be window-local.
     """
     factors = task.factors[0]
     direct = _open_direct(task.source, _metadata_stamp(task.source))
@@ -138,6 +139,7 @@ def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
         direct is None
         or callable(task.aggregation)
         or any(c % f for c, f in zip(direct.chunks, factors, strict=True))
+        or not _covers_whole_chunks(region, direct.chunks, direct.shape)
     ):
         return coarsen(read_region(task.source, region), factors, task.aggregation, task.edge)
     shape = tuple(
@@ -153,6 +155,15 @@ def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
             )
         ] = reduced
     return out
+
+
+def _covers_whole_chunks(
+    region: tuple[slice, ...], chunks: tuple[int, ...], shape: tuple[int, ...]
+) -> bool:
+    return all(
+        r.start % c == 0 and (r.stop % c == 0 or r.stop == n)
+        for r, c, n in zip(region, chunks, shape, strict=True)
+    )
 
 
 def block_tasks(plan: PyramidPlan, folder: BuildFolder) -> list[BlockTask]:
