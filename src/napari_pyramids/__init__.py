@@ -4,34 +4,8 @@ The library API lives in :mod:`napari_pyramids.core` and is re-exported here; th
 widget, reader, writer and sample data are loaded by napari through ``napari.yaml``.
 """
 
+from . import core
 from ._version import __version__
-from .core import (
-    BuildCancelled,
-    ImageBusyError,
-    LevelPlan,
-    OmeZarrImage,
-    Progress,
-    PyramidError,
-    PyramidPlan,
-    build_pyramid,
-    iter_build,
-    lazy_pyramid,
-    open_image,
-    plan_pyramid,
-)
+from .core import *  # noqa: F403 - the public API is exactly core's
 
-__all__ = [
-    "BuildCancelled",
-    "ImageBusyError",
-    "LevelPlan",
-    "OmeZarrImage",
-    "Progress",
-    "PyramidError",
-    "PyramidPlan",
-    "__version__",
-    "build_pyramid",
-    "iter_build",
-    "lazy_pyramid",
-    "open_image",
-    "plan_pyramid",
-]
+__all__ = ["__version__", *core.__all__]

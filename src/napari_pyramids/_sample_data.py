@@ -91,3 +91,24 @@ def temporary_sample_image(zarr_format: int = 2, size: int = 2048) -> Path:
     """Write the sample image into a new temporary folder."""
     folder = Path(tempfile.mkdtemp(prefix="napari-pyramids-sample-"))
     return write_sample_image(folder / "sample.ome.zarr", zarr_format=zarr_format, size=size)
+
+
+def sample_data(size: int = 2048, zarr_format: int = 2) -> list:
+    """npe2 sample: write the sample image to a temporary folder and read it back as layers.
+
+    Reading it back through our reader gives layers whose metadata names the image group,
+    so the Pyramid Builder can build it in place. The folder is removed when Python exits.
+    """
+    import atexit
+    import shutil
+
+    from .core.layers import layer_data
+
+    path = temporary_sample_image(zarr_format=zarr_format, size=size)
+    atexit.register(shutil.rmtree, path.parent, ignore_errors=True)
+    return layer_data(path)
+
+
+def sample_data_v3(size: int = 2048) -> list:
+    """npe2 sample: the same image as zarr v3 / NGFF 0.5."""
+    return sample_data(size=size, zarr_format=3)

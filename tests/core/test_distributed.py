@@ -10,7 +10,7 @@ import pytest
 
 from imaging import write_image
 from napari_pyramids import build_pyramid
-from napari_pyramids.core import plan
+from napari_pyramids.core import engine, plan
 
 distributed = pytest.importorskip("distributed")
 
@@ -51,3 +51,27 @@ def test_build_on_a_process_cluster_equals_the_threaded_build(
     assert len(ran) == built.total_blocks
     assert {t["worker"] for t in ran} <= workers
     assert file_hashes(clustered) == file_hashes(threaded)
+
+
+def test_cli_scheduler_address_runs_the_blocks_on_that_cluster(tmp_path, rng, monkeypatch, capsys):
+    from napari_pyramids.cli import main
+
+    monkeypatch.setattr(plan, "TARGET_BLOCK_BYTES", 16 * 1024)
+    data = rng.integers(0, 4000, size=(2, 64, 64), dtype=np.uint16)
+    path = write_image(tmp_path / "img.zarr", data, chunks=(1, 16, 16))
+    reference = tmp_path / "reference.zarr"
+    shutil.copytree(path, reference)
+    build_pyramid(zarrurl=reference, num_levels=3)
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster.scheduler_address, set_as_default=False) as observer,
+        distributed.get_task_stream(client=observer) as stream,
+    ):
+        # The observer is not this process's default client: only --scheduler reaches it.
+        assert engine.active_client() is None
+        address = cluster.scheduler_address
+        assert main(["build", str(path), "--levels", "3", "--scheduler", address]) == 0
+    assert [t for t in stream.data if t["key"].startswith("run_block")]
+    assert file_hashes(path) == file_hashes(reference)

@@ -42,7 +42,7 @@ SLAB_WORK = {
 
 def working_memory(block_bytes: int, window_size: int, method: str) -> int:
     """Upper bound of the bytes :func:`coarsen` allocates: its output plus one slab's work."""
-    return int(block_bytes / window_size + SLAB_WORK[method] * SLAB_BYTES)
+    return int(block_bytes / window_size + SLAB_WORK[method] * min(SLAB_BYTES, block_bytes))
 
 
 Reducer = Callable[[np.ndarray, Sequence[int]], np.ndarray]

@@ -1,0 +1,57 @@
+"""The build in a napari thread worker: the engine's progress generator, run off the UI thread.
+
+Only this module knows that the engine runs in a Qt thread. The worker closes the engine's
+generator in the worker thread when it stops for any reason, so a Cancel (``quit()``) ends
+with the image restored before ``finished`` is emitted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari.qt.threading import GeneratorWorker, create_worker
+
+from .core.engine import iter_build
+
+
+class BuildWorker(GeneratorWorker):
+    """A GeneratorWorker that closes its generator and records whether the build completed.
+
+    Unlike the stock worker, it closes the generator on ``quit()`` (so the engine cancels
+    and restores the image in this thread, before ``finished``), reports a RuntimeError
+    from the engine through ``errored`` like any other error, and keeps the plan of a
+    build that completed in :attr:`plan` even if a late ``quit()`` suppressed ``returned``.
+    """
+
+    plan: Any = None
+
+    def work(self) -> Any:
+        """Run the generator to its end or until ``quit()``; close it in every case."""
+        try:
+            while True:
+                if self.abort_requested:
+                    self.aborted.emit()
+                    return None
+                try:
+                    step = next(self._gen)
+                except StopIteration as stop:
+                    self.plan = stop.value
+                    return stop.value
+                self.yielded.emit(step)
+        finally:
+            self._gen.close()
+
+
+def build_worker(zarrurl: str, **params: Any) -> BuildWorker:
+    """A worker (not started) running :func:`~napari_pyramids.core.engine.iter_build`.
+
+    Connect its signals, then call ``start()``. ``params`` are those of ``iter_build``.
+    """
+    return create_worker(
+        iter_build,
+        zarrurl,
+        _start_thread=False,
+        _worker_class=BuildWorker,
+        _ignore_errors=True,
+        **params,
+    )

@@ -1,0 +1,63 @@
+"""The napari writer contribution: an image or labels layer as a new OME-Zarr with its pyramid.
+
+Thin over :func:`napari_pyramids.core.writer.write_new_image`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .core.layers import NGFF_UNITS
+from .core.writer import write_new_image
+
+
+def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save an image layer (RGB as a channel axis) as NGFF 0.4 and build its pyramid."""
+    return [_write(path, data, meta, labels=False)]
+
+
+def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a labels layer as an NGFF 0.4 label image and build its pyramid (mode)."""
+    return [_write(path, data, meta, labels=True)]
+
+
+def _write(path: str, data: Any, meta: dict[str, Any], labels: bool) -> str:
+    if isinstance(data, list | tuple):
+        data = data[0]
+    scale = list(meta.get("scale") or [1.0] * data.ndim)
+    translate = list(meta.get("translate") or [0.0] * data.ndim)
+    axes = _axis_names(meta.get("axis_labels"), data.ndim)
+    if meta.get("rgb"):
+        # RGB(A) in napari is a trailing axis; OME-Zarr keeps colour as a channel axis.
+        data = np.moveaxis(np.asarray(data), -1, -3)
+        axes = None if axes is None else [*axes[:-2], "c", *axes[-2:]]
+        scale = [*scale[:-2], 1.0, *scale[-2:]]
+        translate = [*translate[:-2], 0.0, *translate[-2:]]
+    root = write_new_image(
+        path,
+        data,
+        axes=axes,
+        scale=scale,
+        translation=translate,
+        name=meta.get("name"),
+        labels=labels,
+        unit=_space_unit(meta.get("units")),
+    )
+    return str(root)
+
+
+def _axis_names(labels: Any, ndim: int) -> list[str] | None:
+    """napari's axis labels if they are NGFF axis names, else None (guessed from ndim)."""
+    if not labels or len(labels) != ndim:
+        return None
+    names = [str(label).lower() for label in labels]
+    return names if set(names) <= set("tczyx") and len(set(names)) == ndim else None
+
+
+def _space_unit(units: Any) -> str | None:
+    if not units:
+        return None
+    unit = str(units[-1])
+    return unit if unit in NGFF_UNITS else None

@@ -1,0 +1,159 @@
+"""Save an in-memory image or label array as a new OME-Zarr image, then build its pyramid.
+
+Behind the napari writer contribution: a layer opened from a TIFF (or computed) becomes a
+NGFF 0.4 image (zarr v2, read by every OME-Zarr tool) whose lower levels are then built by
+the same engine as everything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from .api import build_pyramid
+from .errors import PyramidError
+from .image import default_axes, open_image
+from .plan import auto_num_levels, level_factors
+
+_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+# Chunks of 512 px in Y and X and one plane deep read fast in napari at every zoom.
+_PLANE_CHUNK = 512
+
+
+def write_new_image(
+    path: str | os.PathLike[str],
+    data: Any,
+    *,
+    axes: Sequence[str] | None = None,
+    scale: Sequence[float] | None = None,
+    translation: Sequence[float] | None = None,
+    name: str | None = None,
+    labels: bool = False,
+    unit: str | None = None,
+) -> Path:
+    """Write ``data`` as level 0 of a new OME-Zarr image and build its pyramid.
+
+    Parameters
+    ----------
+    path
+        The new image group; it must not exist.
+    data
+        A 2D to 5D array (numpy, dask or anything ``numpy.asarray`` accepts), or a list of
+        levels of which the first is used.
+    axes
+        Axis names among t, c, z, y, x; default by dimension count (yx, zyx, czyx, tczyx).
+    scale, translation
+        Physical size and origin of a level-0 pixel along each axis.
+    name
+        The multiscale's name.
+    labels
+        Write a label image (``image-label`` metadata; the pyramid uses mode).
+    unit
+        Unit of the space axes (e.g. ``"micrometer"``).
+
+    Returns
+    -------
+    Path
+        The image group. On any error nothing is left at ``path``.
+    """
+    if isinstance(data, list | tuple):
+        if not data:
+            raise PyramidError("nothing to save: the layer has no data")
+        data = data[0]
+    ndim = len(getattr(data, "shape", ()))
+    if not 2 <= ndim <= 5:
+        raise PyramidError(
+            f"a {ndim}D layer cannot be saved as OME-Zarr, which holds 2D to 5D images "
+            "(t, c, z, y, x)"
+        )
+    names = _axis_names(axes, ndim)
+    scale = _per_axis(scale, ndim, 1.0, "scale")
+    translation = _per_axis(translation, ndim, 0.0, "translation")
+    target = Path(path).expanduser().absolute()
+    if os.path.lexists(target):
+        raise PyramidError(f"{target} already exists; choose a new name. Nothing was written.")
+    dtype = np.dtype(getattr(data, "dtype", np.asarray(data).dtype))
+    if dtype.kind not in "biuf":
+        raise PyramidError(f"a {dtype} layer cannot be saved; OME-Zarr holds numbers")
+    try:
+        _write_level0(target, data, dtype, names, scale, translation, name, labels, unit)
+        image = open_image(target)
+        levels = auto_num_levels(image, level_factors(image, 2, 1))
+        build_pyramid(zarrurl=target, num_levels=levels)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(target)
+        raise
+    return target
+
+
+def _axis_names(axes: Sequence[str] | None, ndim: int) -> list[str]:
+    if axes is None:
+        return [a.name for a in default_axes(ndim)]
+    names = [str(a).lower() for a in axes]
+    if len(names) != ndim or len(set(names)) != ndim or not set(names) <= set(_AXIS_TYPES):
+        return [a.name for a in default_axes(ndim)]
+    return names
+
+
+def _per_axis(values: Sequence[float] | None, ndim: int, default: float, what: str) -> list:
+    if values is None:
+        return [default] * ndim
+    values = [float(v) for v in values]
+    if len(values) != ndim:
+        raise PyramidError(f"{what} has {len(values)} entries for {ndim} axes")
+    return values
+
+
+def _write_level0(
+    target: Path,
+    data: Any,
+    dtype: np.dtype,
+    names: list[str],
+    scale: list[float],
+    translation: list[float],
+    name: str | None,
+    labels: bool,
+    unit: str | None,
+) -> None:
+    shape = tuple(int(n) for n in data.shape)
+    chunks = tuple(
+        min(n, _PLANE_CHUNK) if axis in "yx" else 1 for axis, n in zip(names, shape, strict=True)
+    )
+    group = zarr.open_group(target, mode="w-", zarr_format=2)
+    array = group.create_array(
+        "0",
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        chunk_key_encoding={"name": "v2", "separator": "/"},
+    )
+    # Plane by plane, so a big dask layer never has to fit in memory at once.
+    for index in np.ndindex(*shape[:-2]):
+        array[index] = np.asarray(data[index])
+    transforms: list[dict[str, Any]] = [{"type": "scale", "scale": scale}]
+    if any(translation):
+        transforms.append({"type": "translation", "translation": translation})
+    axes = []
+    for axis in names:
+        entry = {"name": axis, "type": _AXIS_TYPES[axis]}
+        if unit and axis in "zyx":
+            entry["unit"] = unit
+        axes.append(entry)
+    multiscale = {
+        "version": "0.4",
+        "name": name or target.name,
+        "axes": axes,
+        "datasets": [{"path": "0", "coordinateTransformations": transforms}],
+    }
+    attrs: dict[str, Any] = {"multiscales": [multiscale]}
+    if labels:
+        attrs["image-label"] = {"version": "0.4"}
+    group.attrs.update(attrs)

@@ -1,0 +1,56 @@
+"""core.writer: a layer's array saved as a new OME-Zarr image with its pyramid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from ome_zarr_models.v04 import Image, ImageLabel
+
+from imaging import reference_pyramid
+from napari_pyramids.core import open_image
+from napari_pyramids.core.errors import PyramidError
+from napari_pyramids.core.writer import write_new_image
+
+
+def test_image_is_saved_with_metadata_and_a_correct_pyramid(tmp_path, rng):
+    data = rng.integers(0, 5000, size=(3, 600, 520), dtype=np.uint16)
+
+    root = write_new_image(
+        tmp_path / "new.zarr", data, axes=["z", "y", "x"], scale=[2.0, 0.5, 0.5],
+        translation=[0.0, 10.0, -3.0], name="cells", unit="micrometer",
+    )  # fmt: skip
+
+    Image.from_zarr(zarr.open_group(root, mode="r"))
+    image = open_image(root)
+    assert image.multiscale["name"] == "cells"
+    assert [a.unit for a in image.axes] == ["micrometer"] * 3
+    assert image.translation0 == (0.0, 10.0, -3.0)
+    reference = reference_pyramid(data, (1, 2, 2), 3, "mean")
+    assert len(image.level_paths) == 3  # 600 -> 300 -> 150: the smallest about 256 px
+    for path, expected in zip(image.level_paths, reference, strict=True):
+        np.testing.assert_array_equal(zarr.open_array(root / path, mode="r")[...], expected)
+
+
+def test_labels_are_saved_as_a_label_image_built_with_mode(tmp_path, rng):
+    labels = rng.integers(0, 4, size=(520, 520), dtype=np.uint32)
+
+    root = write_new_image(tmp_path / "seg.zarr", labels, labels=True)
+
+    ImageLabel.from_zarr(zarr.open_group(root, mode="r"))
+    image = open_image(root)
+    assert image.is_label
+    expected = reference_pyramid(labels, (2, 2), 2, "mode")[1]
+    np.testing.assert_array_equal(zarr.open_array(root / "1", mode="r")[...], expected)
+
+
+def test_bad_layers_are_refused_and_leave_nothing(tmp_path):
+    with pytest.raises(PyramidError, match="1D layer cannot be saved"):
+        write_new_image(tmp_path / "a.zarr", np.zeros(10))
+    with pytest.raises(PyramidError, match="cannot be saved"):
+        write_new_image(tmp_path / "b.zarr", np.array([["a", "b"], ["c", "d"]]))
+    (tmp_path / "c.zarr").mkdir()
+    with pytest.raises(PyramidError, match="already exists"):
+        write_new_image(tmp_path / "c.zarr", np.zeros((8, 8)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]
+    assert not any((tmp_path / "c.zarr").iterdir())
