@@ -30,7 +30,7 @@ SLAB_BYTES = 4 * 2**20
 # Peak temporaries of one slab, as a multiple of SLAB_BYTES (measured with tracemalloc on
 # uint8, uint16 and float32; tests/core/test_reducers.py keeps these honest).
 SLAB_WORK = {
-    "mean": 3.25,  # the block cast to the sum type (2x for uint16), then halved sums
+    "mean": 2.0,
     "min": 0.5,
     "max": 0.5,
     "nearest": 0.5,
@@ -137,12 +137,11 @@ def _sums_fit(x: np.ndarray, count: int) -> bool:
 def _window_sum(x: np.ndarray, window: Sequence[int], wide: np.dtype) -> np.ndarray:
     """Exact integer sum of each whole window, in ``wide`` (which must hold every sum).
 
-    Cast once, then add axis by axis, outermost first: the first additions run over whole
-    contiguous rows and only the last, on data already shrunk, strides within rows (same-type
-    additions are much faster than mixed-type ones). Integer sums are exact in any order,
-    so this equals the sum of the window views.
+    Axis by axis, outermost first: the first additions then run over whole contiguous rows
+    and only the last, on data already shrunk, strides within rows. Integer sums are exact
+    in any order, so this equals the sum of the window views.
     """
-    total = x.astype(wide, copy=False)
+    total = x
     for axis, w in enumerate(window):
         if w == 1:
             continue
@@ -152,10 +151,12 @@ def _window_sum(x: np.ndarray, window: Sequence[int], wide: np.dtype) -> np.ndar
             index = [slice(None)] * total.ndim
             index[axis] = slice(offset, offset + w * n, w)
             parts.append(total[tuple(index)])
-        total = np.add(parts[0], parts[1])
+        # Casting while adding keeps the temporaries at half the block (the sums of one
+        # axis) instead of a whole widened copy of it.
+        total = np.add(parts[0], parts[1], dtype=wide)
         for part in parts[2:]:
             total += part
-    return total if total is not x else x.copy()
+    return total if total is not x else x.astype(wide)
 
 
 def _round_shift(total: np.ndarray, shift: int, dtype: np.dtype) -> np.ndarray:
