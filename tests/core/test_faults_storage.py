@@ -32,7 +32,7 @@ from faultkit import (
     start,
 )
 from imaging import tree_snapshot
-from napari_pyramids.core import store
+from napari_pyramids.core import chunkio, plan, store
 from napari_pyramids.core.api import build_pyramid
 from napari_pyramids.core.store import StorageError
 
@@ -79,49 +79,66 @@ def assert_one_line(message: str, *words: str) -> None:
         assert word in message
 
 
+def chunk_writes_through(monkeypatch, write) -> None:
+    """Route every chunk file the engine writes, through zarr or directly, via ``write``.
+
+    ``write(path, size, do)`` may raise; ``do()`` performs the real write.
+    """
+    real_put, real_file = zarr_local._put, chunkio.write_chunk_file
+
+    def put(path, value, exclusive=False):
+        size = len(value.as_buffer_like())
+        return write(path, size, lambda: real_put(path, value, exclusive=exclusive))
+
+    def file(path, data):
+        return write(path, memoryview(data).nbytes, lambda: real_file(path, data))
+
+    monkeypatch.setattr(zarr_local, "_put", put)
+    monkeypatch.setattr(chunkio, "write_chunk_file", file)
+
+
 def test_chunk_writes_failing_after_n_bytes(scenario, tmp_path, monkeypatch):
     total = new_bytes(scenario)
-    real_put = zarr_local._put
     for budget in (0, total // 7, total // 2, total - 1):
-        written = 0
+        with monkeypatch.context() as patch:
+            written = 0
 
-        def put(path, value, exclusive=False, budget=budget):
-            nonlocal written
-            size = len(value.as_buffer_like())
-            if written + size > budget:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-            written += size
-            return real_put(path, value, exclusive=exclusive)
+            def write(path, size, do, budget=budget):
+                nonlocal written
+                if written + size > budget:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+                written += size
+                return do()
 
-        monkeypatch.setattr(zarr_local, "_put", put)
-        root = scenario.copy(tmp_path / f"budget{budget}")
-        with pytest.raises(StorageError) as info:
-            build_pyramid(zarrurl=root, **scenario.params)
+            chunk_writes_through(patch, write)
+            root = scenario.copy(tmp_path / f"budget{budget}")
+            with pytest.raises(StorageError) as info:
+                build_pyramid(zarrurl=root, **scenario.params)
         assert_one_line(str(info.value), "disk is full", "unchanged")
         assert tree_snapshot(root) == scenario.before
-    monkeypatch.setattr(zarr_local, "_put", real_put)
     rerun_completes(scenario, root)
 
 
 def test_a_failed_chunk_write_leaves_no_straggling_writes(scenario, tmp_path, monkeypatch):
-    # zarr keeps writing the other chunks of an assignment after one fails; the build must
-    # wait for them before it removes its folder, or they recreate it afterwards.
-    real_put = zarr_local._put
+    # zarr keeps writing the other chunks of an assignment after one fails, and the other
+    # worker keeps writing its block: the build must wait for them before it removes its
+    # folder, or they recreate it afterwards.
     calls = 0
 
-    def put(path, value, exclusive=False):
+    def write(path, size, do):
         nonlocal calls
         calls += 1
         if calls == 2:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         time.sleep(0.05)
-        return real_put(path, value, exclusive=exclusive)
+        return do()
 
-    monkeypatch.setattr(zarr_local, "_put", put)
+    chunk_writes_through(monkeypatch, write)
+    monkeypatch.setattr(plan, "TARGET_BLOCK_BYTES", 64 * 1024)  # many blocks, two at once
     root = scenario.copy(tmp_path / "image")
     with pytest.raises(StorageError, match="disk is full"):
-        build_pyramid(zarrurl=root, **scenario.params)
-    assert calls > 2, "the other chunk writes of the block ran"
+        build_pyramid(zarrurl=root, **{**scenario.params, "workers": 2})
+    assert calls > 2, "other chunk writes ran after the failure"
     assert tree_snapshot(root) == scenario.before
     time.sleep(0.5)  # any straggler would have landed by now
     assert tree_snapshot(root) == scenario.before

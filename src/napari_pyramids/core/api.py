@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
-from typing import Any
-
-import dask.array as da
+from typing import TYPE_CHECKING, Any
 
 from .engine import iter_build, run_build
 from .image import open_image
-from .lazy import lazy_levels, open_level
 from .plan import PyramidPlan, choose_method, level_factors, level_shapes
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 
 def build_pyramid(
@@ -136,6 +136,9 @@ def lazy_pyramid(
     the same reducers as the build, so each value equals the one the build would store.
     Parameters are those of :func:`build_pyramid`.
     """
+    # dask.array takes ~0.4 s to import: only previews pay for it, never a build.
+    from .lazy import lazy_levels, open_level
+
     image = open_image(zarrurl)
     _, aggregation = choose_method(image, method, aggregation_function, labels)
     factors = level_factors(image, coarsening_xy, coarsening_z)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import sys
 import uuid
@@ -27,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
-from zarr.storage import LocalStore
 
-from .downsample import coarsen
+from .chunkio import ChunkArray, open_chunk_array
+from .downsample import coarsen, output_length
 from .errors import BuildCancelled, PyramidError
-from .image import CheckedArray, open_array_checked, open_image
+from .image import open_array_checked, open_image
 from .metadata import group_document_with, multiscale_with_levels
 from .plan import PyramidPlan, Stage, plan_pyramid
 from .store import (
@@ -60,9 +58,6 @@ class BlockTask:
 
     stage: Stage
     source: str
-    # The source's metadata document: part of the array cache key, so an image replaced
-    # at the same path is never read through a stale array description.
-    source_document: str
     targets: tuple[str, ...]
     factors: tuple[tuple[int, ...], ...]
     relative: tuple[tuple[int, ...], ...]
@@ -71,37 +66,120 @@ class BlockTask:
     write_empty_chunks: bool
 
 
+def _metadata_stamp(path: str) -> tuple[int, int]:
+    """Changes whenever the array's metadata is rewritten, so caches never serve stale arrays."""
+    for name in (".zarray", "zarr.json"):
+        try:
+            info = os.stat(os.path.join(path, name))
+        except FileNotFoundError:
+            continue
+        return info.st_mtime_ns, info.st_ino
+    return 0, 0
+
+
 @functools.lru_cache(maxsize=32)
 def _open_array(
-    path: str, writable: bool, write_empty_chunks: bool, document: str = ""
-) -> zarr.Array | CheckedArray:
+    path: str, writable: bool, write_empty_chunks: bool, stamp: tuple[int, int]
+) -> Any:
     if not writable:
-        # Level 0's chunk files come from strangers: refuse /dev/zero links and giant files.
+        # Chunk files come from strangers: refuse /dev/zero links, FIFOs and giant files.
         return open_array_checked(path)
+    # zarr-python is only needed for layouts chunkio does not read; importing it costs
+    # ~0.1 s of every build's start-up otherwise.
+    import zarr
+    from zarr.storage import LocalStore
+
     store = LocalStore(path, read_only=not writable)
-    return zarr.open_array(
-        store=store,
-        mode="r+" if writable else "r",
-        config={"write_empty_chunks": write_empty_chunks},
-    )
+    array = zarr.open_array(store=store, mode="r+" if writable else "r")
+    # open_array drops its ``config`` argument when the array exists (zarr 3.1): set it after.
+    return array.with_config({"write_empty_chunks": write_empty_chunks})
+
+
+@functools.lru_cache(maxsize=32)
+def _open_direct(path: str, stamp: tuple[int, int]) -> ChunkArray | None:
+    return open_chunk_array(path)
+
+
+def read_region(path: str, region: tuple[slice, ...]) -> np.ndarray:
+    """The values of ``region`` of the array at ``path``: chunk files directly when possible."""
+    stamp = _metadata_stamp(path)
+    direct = _open_direct(path, stamp)
+    if direct is not None:
+        return direct.read(region)
+    return np.asarray(_open_array(path, False, False, stamp)[region])
+
+
+def write_region(
+    path: str, region: tuple[slice, ...], data: np.ndarray, write_empty_chunks: bool
+) -> None:
+    """Write whole chunks of the array at ``path``: chunk files directly when possible."""
+    stamp = _metadata_stamp(path)
+    direct = _open_direct(path, stamp)
+    if direct is not None:
+        direct.write(region, data, write_empty_chunks)
+        return
+    try:
+        _open_array(path, True, write_empty_chunks, stamp)[region] = data
+    except BaseException:
+        _settle_zarr_writes()
+        raise
 
 
 def run_block(task: BlockTask, index: int) -> int:
     """Read block ``index`` of the stage's source once and write its part of every level."""
     region = task.stage.region(index)
-    block = np.asarray(_open_array(task.source, False, False, task.source_document)[region])
-    for target, factors, relative in zip(task.targets, task.factors, task.relative, strict=True):
-        block = coarsen(block, factors, task.aggregation, task.edge)
+    block = _first_level(task, region)
+    for k, (target, relative) in enumerate(zip(task.targets, task.relative, strict=True)):
+        if k:
+            block = coarsen(block, task.factors[k], task.aggregation, task.edge)
         out = tuple(
             slice(r.start // f, r.start // f + n)
             for r, f, n in zip(region, relative, block.shape, strict=True)
         )
-        try:
-            _open_array(target, True, task.write_empty_chunks)[out] = block
-        except BaseException:
-            _settle_zarr_writes()
-            raise
+        write_region(target, out, block, task.write_empty_chunks)
     return index
+
+
+def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
+    """The block's first target level, reduced chunk by chunk when the source allows it.
+
+    When the block covers whole source chunks (but at the array's far edge) and every chunk
+    holds whole windows (chunk lengths divisible by the factors), each decoded chunk is
+    reduced on its own into the output: the source block never sits whole in memory, and
+    since windows never straddle chunks the values are the same. Callables get the whole
+    block, as they may not be window-local.
+    """
+    factors = task.factors[0]
+    direct = _open_direct(task.source, _metadata_stamp(task.source))
+    if (
+        direct is None
+        or callable(task.aggregation)
+        or any(c % f for c, f in zip(direct.chunks, factors, strict=True))
+        or not _covers_whole_chunks(region, direct.chunks, direct.shape)
+    ):
+        return coarsen(read_region(task.source, region), factors, task.aggregation, task.edge)
+    shape = tuple(
+        output_length(r.stop - r.start, f, task.edge) for r, f in zip(region, factors, strict=True)
+    )
+    out = np.empty(shape, dtype=direct.dtype)
+    for offset, part in direct.read_parts(region):
+        reduced = coarsen(part, factors, task.aggregation, task.edge)
+        out[
+            tuple(
+                slice(o // f, o // f + n)
+                for o, f, n in zip(offset, factors, reduced.shape, strict=True)
+            )
+        ] = reduced
+    return out
+
+
+def _covers_whole_chunks(
+    region: tuple[slice, ...], chunks: tuple[int, ...], shape: tuple[int, ...]
+) -> bool:
+    return all(
+        r.start % c == 0 and (r.stop % c == 0 or r.stop == n)
+        for r, c, n in zip(region, chunks, shape, strict=True)
+    )
 
 
 def _settle_zarr_writes() -> None:
@@ -138,7 +216,6 @@ def block_tasks(plan: PyramidPlan, folder: BuildFolder) -> list[BlockTask]:
             BlockTask(
                 stage=stage,
                 source=source,
-                source_document=json.dumps(plan.levels[stage.source].document, sort_keys=True),
                 targets=tuple(str(folder.level_path(k)) for k in stage.targets),
                 factors=tuple(plan.levels[k].factors for k in stage.targets),
                 relative=tuple(
