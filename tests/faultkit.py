@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import zarr
 
 IMAGE_NAME = "img.zarr"
@@ -503,3 +504,11 @@ def rerun_completes(scenario: Scenario, root: Path, **extra: Any) -> None:
         build_pyramid(zarrurl=root, **scenario.params, **extra)
     assert hidden_leftovers(root) == []
     assert tree_snapshot(root) == scenario.after
+
+
+# The two ends of the matrix most suites run: zarr v2 building fresh levels, and zarr v3
+# replacing an old pyramid (overwrite), as ``(zarr_format, overwrite)`` parameters.
+SCENARIO_CONFIGS = [
+    pytest.param((2, False), id="v2"),
+    pytest.param((3, True), id="v3-overwrite"),
+]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from faultkit import (
+    SCENARIO_CONFIGS,
     Scenario,
     Steps,
     StepSchedule,
@@ -29,10 +30,6 @@ from napari_pyramids.core.api import build_pyramid
 from napari_pyramids.core.engine import iter_build
 from napari_pyramids.core.errors import BuildCancelled
 
-CONFIGS = [
-    pytest.param((2, False), id="v2"),
-    pytest.param((3, True), id="v3-overwrite"),
-]
 # A budget for 64 workers cuts this image into 9 blocks over two passes; two threads run them.
 PARAMS = {"num_levels": 4, "memory_budget": "16MiB", "workers": 64}
 
@@ -43,7 +40,7 @@ def pool():
         yield executor
 
 
-@pytest.fixture(scope="module", params=CONFIGS)
+@pytest.fixture(scope="module", params=SCENARIO_CONFIGS)
 def scenario(request, tmp_path_factory, pool) -> Scenario:
     zarr_format, overwrite = request.param
     rng = np.random.default_rng(5)

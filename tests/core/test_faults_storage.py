@@ -23,6 +23,7 @@ import zarr.storage._local as zarr_local
 
 from faultkit import (
     IMAGE_NAME,
+    SCENARIO_CONFIGS,
     Scenario,
     Steps,
     StepSchedule,
@@ -36,13 +37,8 @@ from napari_pyramids.core import chunkio, plan, store
 from napari_pyramids.core.api import build_pyramid
 from napari_pyramids.core.store import StorageError
 
-CONFIGS = [
-    pytest.param((2, False), id="v2"),
-    pytest.param((3, True), id="v3-overwrite"),
-]
 
-
-@pytest.fixture(scope="module", params=CONFIGS)
+@pytest.fixture(scope="module", params=SCENARIO_CONFIGS)
 def scenario(request, tmp_path_factory) -> Scenario:
     zarr_format, overwrite = request.param
     data = np.random.default_rng(7).integers(1, 4096, size=(3, 128, 96), dtype=np.uint16)
