@@ -288,17 +288,17 @@ class PyramidBuilder(Container):
         """
         try:
             planned = layer_data(path)
+            # Making a layer reads level 0 (its first slice): a crafted chunk fails here, so
+            # every layer is made before any is added, and a failure adds none.
+            with layer_source(path=os.fspath(path), reader_plugin="napari-pyramids"):
+                made = [Layer.create(data, kwargs, kind) for data, kwargs, kind in planned]
         except PyramidError as exc:
             self._refuse(str(exc))
             return []
-        added = []
-        with layer_source(path=os.fspath(path), reader_plugin="napari-pyramids"):
-            for data, kwargs, kind in planned:
-                layer = Layer.create(data, kwargs, kind)
-                self._viewer.add_layer(layer)
-                added.append(layer)
-        self.image.value = added[0]
-        return added
+        for layer in made:
+            self._viewer.add_layer(layer)
+        self.image.value = made[0]
+        return made
 
     # ----------------------------------------------------------------- plan and summary
     def request(self, image: OmeZarrImage) -> BuildRequest:
