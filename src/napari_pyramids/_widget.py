@@ -523,13 +523,15 @@ class PyramidBuilder(Container):
             return
         self.progress.max = max(step.total, 1)
         self.progress.value = step.done
-        if self._pbar is not None:
-            self._pbar.total = step.total
-            self._pbar.update(step.done - self._pbar.n)
         if step.phase == "writing" and not (self.worker and self.worker.abort_requested):
             self.status.value = f"Writing: block {step.done} of {step.total}"
         elif step.phase == "publishing":
             self.status.value = "Publishing the new levels…"
+        # Last: napari's bar processes events as it updates, so the build's end may be handled
+        # inside this call; nothing of this (older) step may be shown after it.
+        if self._pbar is not None:
+            self._pbar.total = step.total
+            self._pbar.update(step.done - self._pbar.n)
 
     def _on_error(self, exc: BaseException) -> None:
         self._error = exc
