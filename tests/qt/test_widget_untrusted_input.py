@@ -7,10 +7,17 @@ status line and in one napari notification, both literally, with the row's words
 nothing inside or outside the image may change. Rows the widget cannot express are listed
 below with the reason. Rows share one viewer per test (a viewer costs about a second);
 each row is its own subtest, reported by its id.
+
+The second half gives names from the metadata (channel labels, multiscale and axis names,
+level paths, label images, folder names) markup, entities, runs of spaces, a forged line, a
+right-to-left override and great length: every label shows them as plain text, with
+invisible characters spelled out, and the layers keep the literal names.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,7 +44,7 @@ from crafted import (
     group_file,
     read_doc,
 )
-from imaging import reference_pyramid
+from imaging import reference_pyramid, write_image
 
 pytestmark = pytest.mark.gui
 BUILD_TIMEOUT = 60_000
@@ -376,3 +383,162 @@ def test_harmless_crafted_images_build_through_the_widget(
                 case.check(root, row)
             finally:
                 reset(viewer, widget)
+
+
+# --- names from the metadata are plain text ---------------------------------------------------
+
+# Names a stranger's image may carry: tags, an image that would fetch a file, a link, HTML
+# entities, runs of spaces, a forged line, a right-to-left override, and great length.
+MARKUP = {
+    "bold": "<b>x</b>",
+    "image": "<img src='file:///etc/passwd'>",
+    "link": "<a href='https://example.org'>click</a>",
+    "entities": "&lt;b&gt; &amp;",
+    "tags-and-spaces": "<i>a  b</i>",
+    "newline": "line1\nforged line",
+    "right-to-left-override": "\u202egnp.exe",
+    "long": "<u>" + "L" * 5000,
+}
+LEVEL0 = "<b>0</b>"  # a valid level path: the folder '<b>0<' holding the array 'b>'
+
+
+def markup_image(root: Path, name: str) -> Path:
+    """Two channels and a label image, every name in the metadata set to ``name``."""
+    write_image(root, np.zeros((2, 64, 64), np.uint16), axes="cyx", level_path=LEVEL0)
+    doc = read_doc(root / ".zattrs")
+    multiscale = doc["multiscales"][0]
+    multiscale["name"] = name
+    multiscale["axes"][0]["name"] = name
+    doc["omero"] = {"channels": [{"label": name}, {"label": "c2 " + name}]}
+    (root / ".zattrs").write_text(json.dumps(doc))
+    label = root / "labels" / "<i>cells"
+    write_image(label, np.zeros((64, 64), np.uint8), labels=True)
+    doc = read_doc(label / ".zattrs")
+    doc["multiscales"][0]["name"] = "labels " + name
+    (label / ".zattrs").write_text(json.dumps(doc))
+    (root / "labels" / ".zgroup").write_text('{"zarr_format": 2}')
+    (root / "labels" / ".zattrs").write_text(json.dumps({"labels": ["<i>cells"]}))
+    return root
+
+
+def layer_name(name: str) -> str:
+    """A name from the metadata as a layer keeps it: literal, cut at 200 characters."""
+    return name.strip()[:200]
+
+
+def assert_plain(label: QLabel) -> None:
+    assert label.textFormat() == Qt.TextFormat.PlainText
+    assert displayed_text(label) == label.text()
+
+
+def test_names_from_metadata_stay_literal_in_layers_and_labels(
+    qtbot, viewer_and_builder, tmp_path, subtests
+):
+    viewer, widget = viewer_and_builder
+    reset(viewer, widget)
+    for index, (key, name) in enumerate(MARKUP.items()):
+        with subtests.test(msg=key):
+            root = markup_image(tmp_path / str(index) / "img.zarr", name)
+            try:
+                with qtbot.captureExceptions() as exceptions, watching(widget) as seen:
+                    layers = widget.open_path(root)
+                    names = [layer.name for layer in layers]
+                    assert names == [
+                        layer_name(name), layer_name("c2 " + name), layer_name("labels " + name)
+                    ]  # fmt: skip
+                    items = [widget.image.native.itemText(i) for i in range(len(layers))]
+                    assert sorted(items) == sorted(visible(n) for n in names)
+                    widget.image.value = layers[0]
+                    widget.num_levels.value = 2
+                    for label in (widget.info, widget.summary, widget.status):
+                        assert_plain(label.native)
+                    info = widget.info.value.split("\n")
+                    assert len(info) == 3, info  # no line forged by a name
+                    assert f"image: {visible(name)},y,x 2×64×64 uint16" in info[1]
+                    assert "level 1 (<b>1</b>): 2×32×32" in widget.summary.value
+
+                    assert click_build(qtbot, widget, seen) == "built", widget.status.value
+                assert not exceptions
+                assert seen.notifications == []
+                assert (root / "<b>1<" / "b>").is_dir()
+                assert [layer.name for layer in viewer.layers] == names
+                assert [layer.multiscale for layer in viewer.layers] == [True, True, False]
+                assert widget.status.value == "Built 2 levels of img.zarr."
+                assert_plain(widget.status.native)
+            finally:
+                reset(viewer, widget)
+
+
+def folder_name(name: str) -> str:
+    """``name`` as a folder name: no '/', at most 255 bytes."""
+    return name.replace("/", "|")[:200] + ".zarr"
+
+
+def refusal_shown(qtbot, widget, act, *args) -> str:
+    """Run ``act(*args)``; check its one refusal shows literally on the status line and pop-up."""
+    with qtbot.captureExceptions() as exceptions, watching(widget) as seen:
+        act(*args)
+    assert not exceptions
+    [message] = seen.refusals
+    assert widget.status.value == visible(message)
+    assert_plain(widget.status.native)
+    [note] = seen.notifications
+    assert notification_shows(note) == visible(message)
+    return message
+
+
+def test_refusals_quoting_crafted_names_show_them_literally(
+    qtbot, viewer_and_builder, tmp_path, subtests
+):
+    """Refusals quote the folder and the axis names; both are shown exactly as they are."""
+    viewer, widget = viewer_and_builder
+    reset(viewer, widget)
+    for index, (key, name) in enumerate(MARKUP.items()):
+        with subtests.test(msg=key):
+            # A folder named so, whose metadata lacks its axes: refused on opening.
+            root = tmp_path / str(index) / folder_name(name)
+            write_image(root, DATA)
+            doc = read_doc(root / ".zattrs")
+            del doc["multiscales"][0]["axes"]
+            (root / ".zattrs").write_text(json.dumps(doc))
+            # An image whose Y axis is a time axis named so: refused when Build is clicked.
+            other = write_image(tmp_path / str(index) / "axes.zarr", DATA)
+            doc = read_doc(other / ".zattrs")
+            doc["multiscales"][0]["axes"][0] = {"name": name, "type": "time"}
+            (other / ".zattrs").write_text(json.dumps(doc))
+            before = folder_snapshot(root.parent)
+            try:
+                message = refusal_shown(qtbot, widget, widget.open_path, root)
+                # The folder is quoted as is, or escaped if it holds a control character.
+                assert f"{root}: multiscales[0].axes is missing" in message or (
+                    f"{str(root)!r} contains a NUL or control character" in message
+                )
+                assert widget.open_path(other)
+                widget.num_levels.value = 2
+                message = refusal_shown(qtbot, widget, widget.build.clicked)
+                assert f"from the axes {[name, 'x']}; name them 'y' and 'x'" in message
+                assert folder_snapshot(root.parent) == before
+            finally:
+                reset(viewer, widget)
+
+
+def test_a_failed_build_naming_a_crafted_folder_notifies_it_literally(
+    qtbot, viewer_and_builder, tmp_path
+):
+    """The error notification of a build that fails in the worker shows the path as is."""
+    _, widget = viewer_and_builder
+    root = write_image(tmp_path / "<b>a  &lt;b&gt;<i>.zarr", DATA)
+    os.symlink(tmp_path / "elsewhere", root / ".napari-pyramids.lock")  # refused mid-build
+    before = folder_snapshot(tmp_path)
+    assert widget.open_path(root)
+    widget.num_levels.value = 2
+    with qtbot.captureExceptions() as exceptions, watching(widget) as seen:
+        assert click_build(qtbot, widget, seen) == "failed"
+    assert not exceptions
+    message = widget.status.value.removeprefix("Build failed: ")
+    assert message == f"{root}/.napari-pyramids.lock is a symbolic link; remove it and run again"
+    assert_plain(widget.status.native)
+    [note] = seen.notifications
+    assert note.severity == "error"
+    assert notification_shows(note) == f"Pyramid build failed: {message}"
+    assert folder_snapshot(tmp_path) == before
