@@ -3,7 +3,8 @@
 Everything it decides comes from :mod:`napari_pyramids.core` (defaults, plans, refusals,
 disk estimates, layer data); this module only wires controls, layers and the worker.
 Text that may come from an image's metadata (layer names, paths, level names, errors) is
-shown in plain-text labels and escaped in notifications, never interpreted as markup.
+shown in plain-text labels and escaped in notifications, never interpreted as markup, with
+invisible and control characters spelled out (:func:`visible_text`).
 
 Tests and scripts drive it by name: set ``widget.num_levels.value``, click with
 ``widget.build.clicked()``, and wait on ``widget.events.build_finished`` (or on
@@ -83,22 +84,37 @@ class BuilderEvents(QObject):
     refused = Signal(str)  # a click was refused; the message
 
 
+def visible_text(text: str) -> str:
+    """``text`` with invisible and control characters escaped (``\\n``, ``\\u202e``).
+
+    Names in an image's metadata and folder names come from strangers: a newline would
+    forge a line of a label, a right-to-left override would show a name backwards. The
+    CLI prints them the same way.
+    """
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 def notification_text(text: str) -> str:
     """``text`` as one line that a napari notification shows literally.
 
-    Notifications are Qt labels in auto-detect mode: a ``<`` could start markup. Text with
-    one is HTML-escaped; the ``&lt;`` that escaping leaves on the line makes Qt treat it as
-    rich text, so the entities show as the original characters.
+    Notifications are Qt labels in auto-detect mode: Qt renders a line as rich text if it
+    sees a tag or an ``&lt;`` in it. Such a line is HTML-escaped and marked as rich text
+    itself, whitespace kept, so Qt shows exactly the original characters.
     """
-    line = " ".join(text.split("\n"))
-    return html.escape(line, quote=False) if "<" in line else line
+    line = visible_text(" ".join(text.split("\n")))
+    if not Qt.mightBeRichText(line):
+        return line
+    return '<span style="white-space: pre-wrap">' + html.escape(line, quote=False) + "</span>"
 
 
 def describe_on_disk(image: OmeZarrImage) -> str:
     """The picked image in a few plain lines: where, what, and the levels it has."""
     level0 = image.level0
     shape = "×".join(str(n) for n in level0.shape)
-    axes = "".join(a.name for a in image.axes)
+    names = [visible_text(a.name) for a in image.axes]
+    axes = "".join(names) if all(len(n) == 1 for n in names) else ",".join(names)
     kind = "labels" if image.is_label else "image"
     sizes = []
     for path in image.level_paths:
@@ -108,8 +124,9 @@ def describe_on_disk(image: OmeZarrImage) -> str:
         except PyramidError:
             sizes.append("missing")
     return (
-        f"{image.root}\n{kind}: {axes} {shape} {level0.dtype}, zarr v{image.zarr_format} / "
-        f"NGFF {image.ngff_version}\non disk: {len(sizes)} level(s) ({', '.join(sizes)})"
+        f"{visible_text(str(image.root))}\n{kind}: {axes} {shape} {level0.dtype}, "
+        f"zarr v{image.zarr_format} / NGFF {image.ngff_version}\n"
+        f"on disk: {len(sizes)} level(s) ({', '.join(sizes)})"
     )
 
 
@@ -234,7 +251,7 @@ class PyramidBuilder(Container):
                 if PREVIEW_KEY not in layer.metadata:
                     others.append(f"{layer.name!r} ({exc})")
                 continue
-            choices.append((layer.name, layer))
+            choices.append((visible_text(layer.name), layer))
         notes = [] if choices else [NO_LAYER]
         if others:
             more = f"; and {len(others) - 5} more" if len(others) > 5 else ""
@@ -265,7 +282,7 @@ class PyramidBuilder(Container):
                 try:
                     self._set_request(default_request(open_image(root)))
                 except PyramidError as exc:
-                    self.status.value = str(exc)
+                    self._say(str(exc))
         self._update_plan()
 
     def _set_request(self, request: BuildRequest) -> None:
@@ -288,17 +305,17 @@ class PyramidBuilder(Container):
         """
         try:
             planned = layer_data(path)
+            # Making a layer reads level 0 (its first slice): a crafted chunk fails here, so
+            # every layer is made before any is added, and a failure adds none.
+            with layer_source(path=os.fspath(path), reader_plugin="napari-pyramids"):
+                made = [Layer.create(data, kwargs, kind) for data, kwargs, kind in planned]
         except PyramidError as exc:
             self._refuse(str(exc))
             return []
-        added = []
-        with layer_source(path=os.fspath(path), reader_plugin="napari-pyramids"):
-            for data, kwargs, kind in planned:
-                layer = Layer.create(data, kwargs, kind)
-                self._viewer.add_layer(layer)
-                added.append(layer)
-        self.image.value = added[0]
-        return added
+        for layer in made:
+            self._viewer.add_layer(layer)
+        self.image.value = made[0]
+        return made
 
     # ----------------------------------------------------------------- plan and summary
     def request(self, image: OmeZarrImage) -> BuildRequest:
@@ -334,7 +351,7 @@ class PyramidBuilder(Container):
             image = open_image(self._root)
         except PyramidError as exc:
             self.info.value, self.summary.value = self._layers_note, ""
-            self.status.value = str(exc)
+            self._say(str(exc))
             return
         self.info.value = "\n".join(
             filter(
@@ -344,14 +361,14 @@ class PyramidBuilder(Container):
         try:
             plan = plan_request(image, self.request(image), **self._engine_params())
         except PyramidError as exc:
-            self.summary.value = f"Nothing to build as set: {exc}"
-            self.status.value = str(exc)
+            self.summary.value = visible_text(f"Nothing to build as set: {exc}")
+            self._say(str(exc))
             return
         if image.root not in self._ratios:  # walking level 0's chunks once per image is enough
             self._ratios[image.root] = compression_ratio(image)
         self.summary.value = self._describe(plan, self._ratios[image.root])
         if self.worker is None or not self.worker.is_running:
-            self.status.value = "Ready: Preview shows the pyramid without writing anything."
+            self._say("Ready: Preview shows the pyramid without writing anything.")
 
     @staticmethod
     def _describe(plan: Any, ratio: float | None) -> str:
@@ -423,7 +440,7 @@ class PyramidBuilder(Container):
         for source, _visible in self._hidden:
             source.visible = False
         shapes = ", ".join("×".join(map(str, lv.shape[-2:])) for lv in levels)
-        self.status.value = (
+        self._say(
             f"Preview of {len(levels)} levels ({shapes}); nothing is written. Delete the "
             "preview layer to see the source again."
         )
@@ -489,7 +506,7 @@ class PyramidBuilder(Container):
         self.progress.max = max(plan.total_blocks, 1)
         self.progress.value = 0
         self._pbar = napari_progress(total=plan.total_blocks, desc="Building pyramid")
-        self.status.value = f"Building {len(plan.new_levels)} levels of {image.root.name}…"
+        self._say(f"Building {len(plan.new_levels)} levels of {image.root.name}…")
         worker.start()
 
     def cancel_build(self, *_: Any) -> None:
@@ -498,7 +515,7 @@ class PyramidBuilder(Container):
             return
         self.worker.quit()
         self.cancel.enabled = False
-        self.status.value = "Cancelling… the image will be left as it was."
+        self._say("Cancelling… the image will be left as it was.")
 
     def _set_running(self, running: bool) -> None:
         for name in (
@@ -523,13 +540,15 @@ class PyramidBuilder(Container):
             return
         self.progress.max = max(step.total, 1)
         self.progress.value = step.done
+        if step.phase == "writing" and not (self.worker and self.worker.abort_requested):
+            self._say(f"Writing: block {step.done} of {step.total}")
+        elif step.phase == "publishing":
+            self._say("Publishing the new levels…")
+        # Last: napari's bar processes events as it updates, so the build's end may be handled
+        # inside this call; nothing of this (older) step may be shown after it.
         if self._pbar is not None:
             self._pbar.total = step.total
             self._pbar.update(step.done - self._pbar.n)
-        if step.phase == "writing" and not (self.worker and self.worker.abort_requested):
-            self.status.value = f"Writing: block {step.done} of {step.total}"
-        elif step.phase == "publishing":
-            self.status.value = "Publishing the new levels…"
 
     def _on_error(self, exc: BaseException) -> None:
         self._error = exc
@@ -549,17 +568,17 @@ class PyramidBuilder(Container):
             self.progress.value = self.progress.max
             self._update_plan()
             late = " (the cancel came too late)" if worker.abort_requested else ""
-            self.status.value = f"Built {len(plan.levels)} levels of {root.name}{late}."
+            self._say(f"Built {len(plan.levels)} levels of {root.name}{late}.")
             outcome = "built"
         elif self._error is not None:
             exc = self._error
             message = str(exc) if isinstance(exc, PyramidError) else f"{type(exc).__name__}: {exc}"
-            self.status.value = f"Build failed: {message}"
+            self._say(f"Build failed: {message}")
             show_error(notification_text(f"Pyramid build failed: {message}"))
             outcome = "failed"
         else:
             self.progress.value = 0
-            self.status.value = "Cancelled; the image is unchanged."
+            self._say("Cancelled; the image is unchanged.")
             outcome = "cancelled"
         self.events.build_finished.emit(outcome)
 
@@ -592,7 +611,10 @@ class PyramidBuilder(Container):
             self.image.value = chosen
 
     # ----------------------------------------------------------------- refusals
+    def _say(self, text: str) -> None:
+        self.status.value = visible_text(text)
+
     def _refuse(self, message: str) -> None:
-        self.status.value = message
+        self._say(message)
         show_warning(notification_text(message))
         self.events.refused.emit(message)

@@ -156,3 +156,18 @@ def test_image_path_of_layers_from_any_reader(tmp_path, rng):
         image_path_of({}, None, False)
     with pytest.raises(PyramidError, match="not a zarr group"):
         image_path_of({}, str(tmp_path), False)
+
+
+def test_names_from_metadata_are_kept_literally_and_cut_at_200_characters(tmp_path):
+    root = write_image(tmp_path / "img.zarr", np.zeros((2, 8, 8), np.uint8), axes="cyx")
+    attrs = json.loads((root / ".zattrs").read_text())
+    attrs["omero"] = {"channels": [{"label": " <b>a  b</b>\n"}, {"label": "C" * 1000}]}
+    (root / ".zattrs").write_text(json.dumps(attrs))
+    label = write_image(tmp_path / "label.zarr", np.zeros((8, 8), np.uint8), labels=True)
+    attrs = json.loads((label / ".zattrs").read_text())
+    attrs["multiscales"][0]["name"] = "&lt;" + "N" * 10**6
+    (label / ".zattrs").write_text(json.dumps(attrs))
+
+    names = [kwargs["name"] for _, kwargs, _ in layer_data(root) + layer_data(label)]
+
+    assert names == ["<b>a  b</b>", "C" * 200, "&lt;" + "N" * 196]

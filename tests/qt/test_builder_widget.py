@@ -10,7 +10,7 @@ import pytest
 import zarr
 from napari.utils import progress
 from napari.utils.notifications import notification_manager
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QThreadPool
 from qtpy.QtGui import QTextDocument
 
 from imaging import reference_pyramid, tree_snapshot
@@ -189,6 +189,29 @@ def test_cancel_mid_build_leaves_the_image_unchanged(
     assert not any(layer.multiscale for layer in viewer.layers)
     assert widget.build.enabled
     assert widget.status.value == "Cancelled; the image is unchanged."
+
+
+def test_status_and_progress_show_the_outcome_when_progress_arrives_with_the_end(
+    qtbot, viewer_and_builder, sample_path
+):
+    """napari's progress bar processes events while it updates: the end of the build can be
+    handled in the middle of a progress report, which must not then overwrite it."""
+    viewer, widget = viewer_and_builder
+    _open(viewer, sample_path)
+    widget.num_levels.value = 2
+
+    widget.build.clicked()
+    # Hold the UI thread until the build is over: all its progress and its end then wait in
+    # the queue together, as they do on a busy or slow display.
+    QThreadPool.globalInstance().waitForDone()
+    with qtbot.waitSignal(widget.events.build_finished, timeout=BUILD_TIMEOUT) as outcome:
+        pass
+
+    assert outcome.args[0] == "built"
+    assert widget.status.value == "Built 2 levels of sample.ome.zarr."
+    assert widget.progress.value == widget.progress.max
+    assert widget.build.enabled
+    assert not widget.cancel.enabled
 
 
 class FullDiskExecutor(ThreadPoolExecutor):

@@ -51,6 +51,8 @@ NGFF_UNITS = frozenset({
 _TWO_CHANNELS = ("magenta", "green")
 _CHANNEL_CYCLE = ("cyan", "yellow", "magenta", "red", "green", "blue")
 _HEX_COLOUR = re.compile(r"^[0-9A-Fa-f]{6}$")
+# Names from the metadata are cut here: a layer list has no use for a megabyte of name.
+MAX_NAME = 200
 
 
 def layer_data(path: str | os.PathLike[str]) -> list[LayerData]:
@@ -156,10 +158,13 @@ def labels_layer(image: OmeZarrImage, levels: Sequence[da.Array]) -> LayerData:
 
 
 def display_name(image: OmeZarrImage) -> str:
-    """The multiscale's name if it is a non-empty string, else the folder name."""
+    """The multiscale's name if it is a non-empty string, else the folder name.
+
+    The name is cut at :data:`MAX_NAME` characters, like a channel's label.
+    """
     name = image.multiscale.get("name")
     if isinstance(name, str) and name.strip():
-        return name.strip()
+        return name.strip()[:MAX_NAME]
     folder = image.root.name
     for suffix in (".ome.zarr", ".zarr"):
         if folder.endswith(suffix) and len(folder) > len(suffix):
@@ -263,7 +268,7 @@ def _omero_channels(image: OmeZarrImage) -> list[dict[str, Any]]:
         if isinstance(entry, dict):
             label = entry.get("label")
             if isinstance(label, str) and label.strip():
-                hint["label"] = label.strip()[:200]
+                hint["label"] = label.strip()[:MAX_NAME]
             color = entry.get("color")
             if isinstance(color, str) and _HEX_COLOUR.match(color):
                 hint["color"] = color
