@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -75,3 +76,28 @@ def test_cli_scheduler_address_runs_the_blocks_on_that_cluster(tmp_path, rng, mo
         assert main(["build", str(path), "--levels", "3", "--scheduler", address]) == 0
     assert [t for t in stream.data if t["key"].startswith("run_block")]
     assert file_hashes(path) == file_hashes(reference)
+
+
+def test_an_unreachable_scheduler_is_one_line_and_nothing_written(
+    tmp_path, rng, capsys, monkeypatch
+):
+    from imaging import tree_snapshot
+    from napari_pyramids.cli import main
+
+    path = write_image(tmp_path / "img.zarr", rng.integers(0, 9, size=(64, 64), dtype=np.uint8))
+    before = tree_snapshot(path)
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    engine.SCHEDULER_TIMEOUT = "2s"
+    try:
+        status = main(
+            ["build", str(path), "--levels", "2", "--scheduler", f"tcp://127.0.0.1:{port}"]
+        )
+    finally:
+        engine.SCHEDULER_TIMEOUT = "10s"
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1
+    assert "cannot reach a dask scheduler" in err
+    assert tree_snapshot(path) == before

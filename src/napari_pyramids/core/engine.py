@@ -42,6 +42,9 @@ from .store import (
     storage_error,
 )
 
+# How long to try reaching a scheduler named on the command line before saying so.
+SCHEDULER_TIMEOUT = "10s"
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -89,8 +92,7 @@ def _open_array(
     import zarr
     from zarr.storage import LocalStore
 
-    store = LocalStore(path, read_only=not writable)
-    array = zarr.open_array(store=store, mode="r+" if writable else "r")
+    array = zarr.open_array(store=LocalStore(path), mode="r+")
     # open_array drops its ``config`` argument when the array exists (zarr 3.1): set it after.
     return array.with_config({"write_empty_chunks": write_empty_chunks})
 
@@ -252,7 +254,14 @@ def make_executor(workers: int, scheduler: str | None = None) -> Iterator[Execut
             raise PyramidError(
                 "a scheduler address needs dask.distributed: pip install distributed"
             ) from None
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
+            raise PyramidError(
+                f"cannot reach a dask scheduler at {scheduler!r} ({type(exc).__name__}); "
+                "check the address (e.g. tcp://host:8786) and that the scheduler is running"
+            ) from None
+        with client:
             yield client.get_executor(pure=False)
         return
     client = active_client()
