@@ -207,3 +207,37 @@ def test_sigkill_at_random_moments(tmp_path, zarr_format, overwrite, capsys):
         f"{timing.moves[1] * 1000:.0f} ms); "
         f"last progress before the kill {landed}; reader saw {scenario.expected.seen}",
     )
+
+
+def test_info_tells_of_an_interrupted_overwrite_until_the_rerun_rolls_it_back(
+    tmp_path, rng, capsys
+):
+    """A kill while levels are swapped leaves level 0 alone listed: `info` says why and what
+    to do, and the same build run again finishes and the remark goes away."""
+    from napari_pyramids.cli import main
+
+    data = rng.integers(1, 4096, size=(2, 40, 48), dtype=np.uint16)
+    scenario = prepare(
+        tmp_path, data, zarr_format=2, chunks=(1, 32, 32), overwrite=True, num_levels=3
+    )
+    for step in range(1, 200):
+        root = scenario.copy(tmp_path / f"kill{step}")
+        child = start_build(root, scenario.params, kill_at=step)
+        child.process.join(60)
+        assert child.process.exitcode == -9, f"the build ended before step {step}"
+        if scenario.expected.at(root).check() == "intermediate":
+            break
+        shutil.rmtree(root.parent)
+    else:
+        pytest.fail("no kill left the image listing level 0 alone")
+    capsys.readouterr()
+    assert main(["info", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "level 1" not in out
+    assert out.count("an interrupted build left '.napari-pyramids-build-") == 1
+    assert "run the same build again" in out
+    rerun_completes(scenario, root)
+    assert main(["info", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "interrupted" not in out
+    assert "level 2" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from .image import open_image, read_array_info
+from .store import leftover_builds
 
 
 def _numbers(values: tuple[float, ...]) -> str:
@@ -12,7 +13,8 @@ def _numbers(values: tuple[float, ...]) -> str:
 
 
 def describe_image(zarrurl: str | os.PathLike[str]) -> str:
-    """One line per level: path, shape, chunks (and shards), scale, translation and codec."""
+    """One line per level (path, shape, chunks and shards, scale, translation, codec), then
+    one per interrupted build still waiting to be rolled back."""
     image = open_image(zarrurl)
     axes = ", ".join(a.name + (f" [{a.unit}]" if a.unit else "") for a in image.axes)
     kind = "labels" if image.is_label else "image"
@@ -33,5 +35,11 @@ def describe_image(zarrurl: str | os.PathLike[str]) -> str:
         lines.append(
             f"  level {k} {path!r}: shape {info.shape} chunks {info.chunks}{shards} "
             f"scale {_numbers(image.level_scales[k])}{translation} codec {info.codec_summary}"
+        )
+    for folder in leftover_builds(image.root):
+        # A build killed while replacing levels lists level 0 alone until it is rolled back.
+        lines.append(
+            f"  an interrupted build left {folder.name!r}: the next build of this image rolls "
+            "it back (run the same build again to finish it)"
         )
     return "\n".join(lines)
