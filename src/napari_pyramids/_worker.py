@@ -27,9 +27,13 @@ class BuildWorker(GeneratorWorker):
 
     def work(self) -> Any:
         """Run the generator to its end or until ``quit()``; close it in every case."""
+        step = None
         try:
             while True:
-                if self.abort_requested:
+                # After "done" the pyramid is published: a Cancel arriving then comes too
+                # late, and closing the generator there would report a finished build as
+                # cancelled (and skip reloading it).
+                if self.abort_requested and getattr(step, "phase", None) != "done":
                     self.aborted.emit()
                     return None
                 try:

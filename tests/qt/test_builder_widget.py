@@ -214,6 +214,39 @@ def test_status_and_progress_show_the_outcome_when_progress_arrives_with_the_end
     assert not widget.cancel.enabled
 
 
+def test_a_cancel_after_the_publish_reports_the_build_and_reloads_it(
+    qtbot, viewer_and_builder, sample_path, gated_executor
+):
+    """Cancel clicked as the build ends: once the levels are published it comes too late, and
+    the widget must say the pyramid was built (not that the image is unchanged) and show it."""
+    viewer, widget = viewer_and_builder
+    _open(viewer, sample_path)
+    widget.num_levels.value = 2
+    widget.memory_budget = "16MiB"  # several blocks: the build waits on the gate mid-way
+    widget.workers = 2
+    widget.executor = gated_executor
+    widget.build.clicked()
+    assert gated_executor.held.wait(timeout=30)
+    worker = widget.worker
+    phases = []
+
+    def cancel_when_published(step):  # runs in the worker thread, right after the step
+        phases.append(step.phase)
+        if step.phase == "done":
+            worker.quit()
+
+    worker.yielded.connect(cancel_when_published, Qt.ConnectionType.DirectConnection)
+    with qtbot.waitSignal(widget.events.build_finished, timeout=BUILD_TIMEOUT) as outcome:
+        gated_executor.gate.set()
+
+    assert phases[-1] == "done"
+    assert worker.abort_requested
+    assert outcome.args[0] == "built"
+    assert widget.status.value == "Built 2 levels of sample.ome.zarr (the cancel came too late)."
+    assert open_image(sample_path).level_paths == ("0", "1")
+    assert all(layer.multiscale and len(layer.data) == 2 for layer in viewer.layers)
+
+
 class FullDiskExecutor(ThreadPoolExecutor):
     """Every block fails as if the disk were full."""
 
