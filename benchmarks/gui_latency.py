@@ -95,9 +95,12 @@ def measure_cancel(widget) -> float:
             widget.cancel.clicked()
 
     widget.events.build_finished.connect(loop.quit)
+    # Small blocks, so that the build is still writing when the UI handles its first block.
+    budget, widget.memory_budget = widget.memory_budget, "16MiB"
     widget.build.clicked()
     widget.worker.yielded.connect(cancel_after_first_block)
     loop.exec()
+    widget.memory_budget = budget
     widget.events.build_finished.disconnect(loop.quit)
     assert widget.status.value.startswith("Cancelled"), widget.status.value
     return time.perf_counter() - clicked[0]
@@ -167,6 +170,8 @@ def main() -> int:
         timer.start()
         start = time.perf_counter()
         widget.build.clicked()
+        # A refused build finishes nothing: say why instead of waiting forever.
+        assert widget.status.value.startswith("Building"), widget.status.value
         loop = QEventLoop()  # napari's own event loop, as a user runs it
         widget.events.build_finished.connect(loop.quit)
         loop.exec()
