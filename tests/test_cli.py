@@ -102,3 +102,45 @@ def test_sample_then_build_from_a_real_process(tmp_path):
     assert again.returncode == 2
     assert "Traceback" not in again.stderr
     assert again.stderr.count("\n") == 1
+
+
+def test_ctrl_c_while_writing_restores_the_image_and_says_so(tmp_path, rng, capsys, monkeypatch):
+    import tqdm
+
+    data = rng.integers(0, 999, size=(2, 64, 64), dtype=np.uint16)
+    path = write_image(tmp_path / "img.zarr", data, chunks=(1, 16, 16))
+    before = tree_snapshot(path)
+
+    def interrupt(bar, n=1):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tqdm.tqdm, "update", interrupt)
+    assert main(["build", str(path), "--levels", "3"]) == 130
+    assert capsys.readouterr().err.endswith("napari-pyramids: cancelled; the image is unchanged\n")
+    assert tree_snapshot(path) == before
+
+
+def test_ctrl_c_after_the_publish_reports_the_pyramid_built(tmp_path, rng, capsys, monkeypatch):
+    """Interrupted while the finished build cleans up: the levels are there, and it says so."""
+    from napari_pyramids.core import store
+
+    data = rng.integers(0, 999, size=(2, 64, 64), dtype=np.uint16)
+    path = write_image(tmp_path / "img.zarr", data, chunks=(1, 16, 16))
+
+    def interrupt(folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.BuildFolder, "remove", interrupt)
+    assert main(["build", str(path), "--levels", "3", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "interrupted after the new levels were published; the pyramid is complete" in err
+    assert "cancelled" not in err
+    assert "level 2 '2': shape (2, 16, 16)" in out
+    expected = reference_pyramid(data, (1, 2, 2), 3, "mean")
+    np.testing.assert_array_equal(zarr.open_array(str(path / "2"))[...], expected[2])
+    monkeypatch.undo()
+    # The next build of the image removes the clean-up's leftover (and has nothing to add).
+    assert [n for n in path.iterdir() if n.name.startswith(".napari-pyramids-build-")]
+    assert main(["build", str(path), "--levels", "3", "--quiet"]) == 2
+    assert "level '1' already exists" in capsys.readouterr().err
+    assert not [n for n in path.iterdir() if n.name.startswith(".napari-pyramids")]

@@ -127,11 +127,13 @@ def _build(args: argparse.Namespace) -> int:
     from .core.engine import iter_build
     from .core.image import open_image
     from .core.plan import auto_num_levels, level_factors
+    from .core.store import read_bytes
 
+    image = open_image(args.zarrurl)
     levels: Any = args.levels
     if levels == "auto":
-        image = open_image(args.zarrurl)
         levels = auto_num_levels(image, level_factors(image, args.factor, args.z_factor))
+    original = read_bytes(image.root / image.metadata_file)
     build = iter_build(
         args.zarrurl,
         scheduler=args.scheduler,
@@ -155,6 +157,16 @@ def _build(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.update(step.done - bar.n)
         finished = True
+    except KeyboardInterrupt:
+        build.close()  # an unpublished build is rolled back here
+        if not _published(image.root, original, levels):
+            raise
+        # Ctrl-C during the clean-up that follows the publish: the pyramid is complete.
+        print(
+            "napari-pyramids: interrupted after the new levels were published; the pyramid is "
+            "complete (the next build removes what the clean-up left)",
+            file=sys.stderr,
+        )
     finally:
         if bar is not None:
             # A build refused midway (a crafted chunk file) erases its bar, so the terminal
@@ -163,6 +175,16 @@ def _build(args: argparse.Namespace) -> int:
             bar.close()
         build.close()
     return _info(args)
+
+
+def _published(root: Any, original: bytes | None, levels: Any) -> bool:
+    """Whether an interrupted build got as far as publishing ``levels`` levels."""
+    from .core.image import open_image
+    from .core.store import read_bytes
+
+    if read_bytes(root / open_image(root).metadata_file) == original:
+        return False  # rolled back, or never got to the publish
+    return isinstance(levels, int) and len(open_image(root).level_paths) >= levels
 
 
 def _info(args: argparse.Namespace) -> int:
