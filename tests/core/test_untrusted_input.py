@@ -44,6 +44,21 @@ def test_crafted_input_is_refused_with_one_clear_error_and_nothing_written(tmp_p
     assert crafted.snapshot() == before
 
 
+FIX_VERBS = ("fix", "restore", "convert", "replace", "remove", "move", "rename")
+FROM_METADATA = [
+    case for case in CASES if case.id.startswith(("json-", "level-path-", "dtype-", "codec-"))
+]
+
+
+@pytest.mark.parametrize("case", FROM_METADATA, ids=lambda case: case.id)
+def test_a_refusal_of_broken_metadata_also_says_how_to_fix_it(tmp_path, case: Case):
+    crafted = case.build(tmp_path)
+    with pytest.raises(PyramidError) as raised:
+        build_pyramid(zarrurl=crafted.zarrurl, **case.kwargs)
+    words = str(raised.value).lower().replace(".", " ").replace(";", " ").split()
+    assert any(verb in words for verb in FIX_VERBS), str(raised.value)
+
+
 @pytest.mark.parametrize(
     "case_id",
     [

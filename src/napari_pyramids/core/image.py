@@ -29,6 +29,7 @@ from .paths import MAX_ARRAY_JSON_BYTES, check_level_path, image_root, read_json
 # (2**48 voxels is 512 TiB of uint16).
 MAX_VOXELS = 2**48
 SUPPORTED_NGFF = {2: "0.4", 3: "0.5"}
+FIX_NGFF = "Fix the multiscales metadata (see the OME-NGFF specification) or restore it."
 # A level at least halves Y and X, so 2**48 voxels allow about 48 levels; a longer list is
 # broken or hostile metadata (and every listed level is checked, copied and maybe replaced).
 MAX_LEVELS = 64
@@ -271,7 +272,9 @@ def _read_group_document(root: Path) -> tuple[int, str, dict[str, Any]]:
     v3 = read_json(root / "zarr.json", "group metadata")
     if v3 is not None:
         if not isinstance(v3, dict):
-            raise PyramidError(f"{root / 'zarr.json'} must hold a JSON object")
+            raise PyramidError(
+                f"{root / 'zarr.json'} must hold a JSON object. Fix or restore the file."
+            )
         if v3.get("node_type") == "array":
             raise PyramidError(
                 f"{root} is a zarr array, not an image group: pass its parent folder"
@@ -300,7 +303,7 @@ def _read_group_document(root: Path) -> tuple[int, str, dict[str, Any]]:
     if zattrs is None:
         zattrs = {}
     if not isinstance(zattrs, dict):
-        raise PyramidError(f"{root / '.zattrs'} must hold a JSON object")
+        raise PyramidError(f"{root / '.zattrs'} must hold a JSON object. Fix or restore the file.")
     return 2, ".zattrs", zattrs
 
 
@@ -325,10 +328,10 @@ def _first_multiscale(
     where = f"{root / metadata_file}"
     multiscales = ome["multiscales"]
     if not isinstance(multiscales, list) or not multiscales:
-        raise PyramidError(f"{where}: 'multiscales' must be a non-empty list")
+        raise PyramidError(f"{where}: 'multiscales' must be a non-empty list. {FIX_NGFF}")
     multiscale = multiscales[0]
     if not isinstance(multiscale, dict):
-        raise PyramidError(f"{where}: multiscales[0] must be a JSON object")
+        raise PyramidError(f"{where}: multiscales[0] must be a JSON object. {FIX_NGFF}")
     version = ome.get("version") if zarr_format == 3 else multiscale.get("version")
     if version != SUPPORTED_NGFF[zarr_format]:
         raise PyramidError(
@@ -343,10 +346,12 @@ def _number_list(value: Any, where: str, positive: bool) -> tuple[float, ...]:
     if not isinstance(value, list) or not all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in value
     ):
-        raise PyramidError(f"{where} must be a list of numbers, got {str(value)[:80]}")
+        raise PyramidError(f"{where} must be a list of numbers, got {str(value)[:80]}. {FIX_NGFF}")
     numbers = tuple(float(v) for v in value)
     if not all(math.isfinite(v) for v in numbers) or (positive and min(numbers, default=1) <= 0):
-        raise PyramidError(f"{where} must hold finite{' positive' if positive else ''} numbers")
+        raise PyramidError(
+            f"{where} must hold finite{' positive' if positive else ''} numbers. {FIX_NGFF}"
+        )
     return numbers
 
 
@@ -355,7 +360,7 @@ def _datasets(
 ) -> tuple[tuple[str, ...], tuple[tuple[float, ...], ...], tuple[float, ...] | None]:
     datasets = multiscale.get("datasets")
     if not isinstance(datasets, list) or not datasets:
-        raise PyramidError(f"{root}: multiscales[0].datasets must be a non-empty list")
+        raise PyramidError(f"{root}: multiscales[0].datasets must be a non-empty list. {FIX_NGFF}")
     if len(datasets) > MAX_LEVELS:
         raise PyramidError(
             f"{root}: multiscales[0].datasets lists {len(datasets)} levels; a pyramid has at "
@@ -366,21 +371,25 @@ def _datasets(
     for i, ds in enumerate(datasets):
         what = f"{root}: multiscales[0].datasets[{i}]"
         if not isinstance(ds, dict):
-            raise PyramidError(f"{what} must be a JSON object")
+            raise PyramidError(f"{what} must be a JSON object. {FIX_NGFF}")
         paths.append(check_level_path(ds.get("path"), what))
         transforms = ds.get("coordinateTransformations")
         if not isinstance(transforms, list) or not transforms:
-            raise PyramidError(f"{what}.coordinateTransformations must be a non-empty list")
+            raise PyramidError(
+                f"{what}.coordinateTransformations must be a non-empty list. {FIX_NGFF}"
+            )
         scale = None
         for t in transforms:
             if not isinstance(t, dict):
-                raise PyramidError(f"{what}.coordinateTransformations entries must be objects")
+                raise PyramidError(
+                    f"{what}.coordinateTransformations entries must be objects. {FIX_NGFF}"
+                )
             if t.get("type") == "scale":
                 scale = _number_list(t.get("scale"), f"{what} scale", positive=True)
             elif t.get("type") == "translation" and i == 0:
                 translation0 = _number_list(t.get("translation"), f"{what} translation", False)
         if scale is None:
-            raise PyramidError(f"{what} has no scale transformation")
+            raise PyramidError(f"{what} has no scale transformation. {FIX_NGFF}")
         scales.append(scale)
     duplicates = sorted(p for p, n in Counter(paths).items() if n > 1)
     if duplicates:
@@ -394,9 +403,11 @@ def _datasets(
 def _axes(root: Path, axes_json: Any, ndim: int) -> tuple[Axis, ...]:
     where = f"{root}: multiscales[0].axes"
     if axes_json is None:
-        raise PyramidError(f"{where} is missing; NGFF 0.4/0.5 images must name their axes")
+        raise PyramidError(
+            f"{where} is missing; NGFF 0.4/0.5 images must name their axes. {FIX_NGFF}"
+        )
     if not isinstance(axes_json, list):
-        raise PyramidError(f"{where} must be a list of axis objects")
+        raise PyramidError(f"{where} must be a list of axis objects. {FIX_NGFF}")
     if len(axes_json) != ndim:
         raise PyramidError(
             f"{where} names {len(axes_json)} axes but level 0 has {ndim} dimensions. "
@@ -405,16 +416,16 @@ def _axes(root: Path, axes_json: Any, ndim: int) -> tuple[Axis, ...]:
     axes = []
     for i, entry in enumerate(axes_json):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise PyramidError(f"{where}[{i}] must be an object with a string 'name'")
+            raise PyramidError(f"{where}[{i}] must be an object with a string 'name'. {FIX_NGFF}")
         kind, unit = entry.get("type"), entry.get("unit")
         if kind is not None and not isinstance(kind, str):
-            raise PyramidError(f"{where}[{i}].type must be a string")
+            raise PyramidError(f"{where}[{i}].type must be a string. {FIX_NGFF}")
         if unit is not None and not isinstance(unit, str):
-            raise PyramidError(f"{where}[{i}].unit must be a string")
+            raise PyramidError(f"{where}[{i}].unit must be a string. {FIX_NGFF}")
         axes.append(Axis(entry["name"], kind, unit))
     names = [a.name.lower() for a in axes]
     if len(set(names)) != len(names):
-        raise PyramidError(f"{where} repeats an axis name: {[a.name for a in axes]}")
+        raise PyramidError(f"{where} repeats an axis name: {[a.name for a in axes]}. {FIX_NGFF}")
     return tuple(axes)
 
 
@@ -491,7 +502,10 @@ def read_array_info(root: Path, rel: str, zarr_format: int) -> ArrayInfo:
             "not valid zarr. Fix the metadata."
         )
     if 0 in shape:
-        raise PyramidError(f"{where}: shape {shape} is empty along an axis; nothing to coarsen")
+        raise PyramidError(
+            f"{where}: shape {shape} is empty along an axis; nothing to coarsen. Check that "
+            "this is the image you meant, or restore its metadata."
+        )
     voxels = math.prod(shape)
     if voxels > MAX_VOXELS:
         raise PyramidError(
@@ -551,14 +565,19 @@ def _v3_layout(
             "'.' or '/' separator. Fix the metadata."
         )
     if doc.get("storage_transformers") not in (None, []):
-        raise PyramidError(f"{where}: storage_transformers are not supported")
+        raise PyramidError(
+            f"{where}: storage_transformers are not supported; convert the array to plain "
+            "zarr v3 (no transformers) first."
+        )
     chunks, shards = outer, None
     for codec in _v3_codecs(doc.get("codecs"), where):
         _check_codec(codec, "name", where)
         if codec.get("name") == "sharding_indexed":
             config = codec.get("configuration")
             if not isinstance(config, dict):
-                raise PyramidError(f"{where}: sharding_indexed needs a configuration")
+                raise PyramidError(
+                    f"{where}: sharding_indexed needs a configuration. Fix the metadata."
+                )
             chunks = _int_list(config.get("chunk_shape"), f"{where}: inner chunks", 1)
             shards = outer
             for key in ("codecs", "index_codecs"):
@@ -570,7 +589,9 @@ def _v3_layout(
         or len(names) != ndim
         or not all(n is None or isinstance(n, str) for n in names)
     ):
-        raise PyramidError(f"{where}: dimension_names must list one name per dimension")
+        raise PyramidError(
+            f"{where}: dimension_names must list one name per dimension. Fix the metadata."
+        )
     return dtype, chunks, shards
 
 
@@ -587,11 +608,14 @@ _OBJECT_CODECS = {"pickle", "msgpack2", "json2", "vlen-utf8", "vlen-bytes", "vle
 def _check_codec(codec: Any, key: str, where: str) -> None:
     name = _member(codec, key)
     if not isinstance(name, str):
-        raise PyramidError(f"{where}: a codec without a string {key!r}: {codec!r:.80}")
+        raise PyramidError(
+            f"{where}: a codec without a string {key!r}: {codec!r:.80}. Fix the metadata."
+        )
     if name.removeprefix("numcodecs.") in _OBJECT_CODECS | {"categorize"}:
         raise PyramidError(
             f"{where}: codec {name!r} is not supported: it decodes to Python objects (pickle "
-            "even runs code), and pyramids are built for numeric images only"
+            "even runs code), and pyramids are built for numeric images only. Convert the "
+            "image to a numeric dtype with a numeric codec (e.g. blosc or zstd)."
         )
 
 
@@ -717,13 +741,16 @@ def open_array_checked(folder: Path | str) -> CheckedArray:
 
 def _v2_dtype(value: Any, where: str) -> np.dtype:
     if not isinstance(value, str):
-        raise PyramidError(f"{where}: dtype must be a string such as '<u2', got {value!r:.80}")
+        raise PyramidError(
+            f"{where}: dtype must be a string such as '<u2', got {value!r:.80}; pyramids can be "
+            "built for bool, integer and float images. Fix the metadata or convert the image."
+        )
     try:
         dtype = np.dtype(value)
     except (TypeError, ValueError):
         raise PyramidError(
             f"{where}: dtype {value!r:.80} is not supported; pyramids can be built for bool, "
-            "integer and float images"
+            "integer and float images; convert the image to one of those first."
         ) from None
     return _check_numeric(dtype, where)
 
@@ -732,7 +759,7 @@ def _v3_dtype(value: Any, where: str) -> np.dtype:
     if not isinstance(value, str) or value not in _V3_DTYPES:
         raise PyramidError(
             f"{where}: data_type {value!r:.80} is not supported; pyramids can be built for "
-            "bool, integer and float images"
+            "bool, integer and float images; convert the image to one of those first."
         )
     return np.dtype(value)
 
@@ -741,6 +768,6 @@ def _check_numeric(dtype: np.dtype, where: str) -> np.dtype:
     if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
         raise PyramidError(
             f"{where}: dtype {dtype} is not supported; pyramids can be built for bool, "
-            "integer and float images"
+            "integer and float images; convert the image to one of those first."
         )
     return dtype

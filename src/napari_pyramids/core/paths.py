@@ -76,7 +76,10 @@ def image_root(zarrurl: str | os.PathLike[str]) -> Path:
 def check_level_path(path: Any, what: str) -> str:
     """Return ``path`` if it is a safe relative array path inside a group, else raise."""
     if not isinstance(path, str):
-        raise PyramidError(f"{what}: path must be a string, got {json.dumps(path)[:80]}")
+        raise PyramidError(
+            f"{what}: path must be a string, got {json.dumps(path)[:80]}. Fix the multiscales "
+            "metadata."
+        )
     problem = None
     if path == "":
         problem = "is empty"
