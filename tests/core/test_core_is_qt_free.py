@@ -49,3 +49,23 @@ def test_core_library_and_cli_run_with_qt_and_napari_unavailable(tmp_path, rng):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "loaded: [] levels: 3"
+
+
+def test_a_build_of_a_common_layout_does_not_import_zarr_python(tmp_path, rng):
+    """chunkio reads and writes the common layouts itself, and zarr-python's import is ~0.1 s
+    of every build's start-up; it must stay out unless a layout needs it."""
+    script = (
+        "import sys\n"
+        "from napari_pyramids import build_pyramid\n"
+        "build_pyramid(zarrurl=sys.argv[1], num_levels=3)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'zarr')[:3])\n"
+    )
+    data = rng.integers(0, 999, size=(2, 64, 64), dtype=np.uint16)
+    for zarr_format in (2, 3):
+        path = write_image(tmp_path / f"v{zarr_format}.zarr", data, zarr_format=zarr_format)
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(path)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[]", f"v{zarr_format}: {done.stdout}"
+        assert (path / "2").is_dir()

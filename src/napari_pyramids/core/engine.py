@@ -30,7 +30,7 @@ import numpy as np
 from .chunkio import ChunkArray, open_chunk_array
 from .downsample import coarsen, output_length
 from .errors import BuildCancelled, PyramidError
-from .image import open_array_checked, open_image
+from .image import open_image
 from .metadata import group_document_with, multiscale_with_levels
 from .plan import PyramidPlan, Stage, plan_pyramid
 from .store import (
@@ -84,11 +84,13 @@ def _metadata_stamp(path: str) -> tuple[int, int]:
 def _open_array(
     path: str, writable: bool, write_empty_chunks: bool, stamp: tuple[int, int]
 ) -> Any:
-    if not writable:
-        # Chunk files come from strangers: refuse /dev/zero links, FIFOs and giant files.
-        return open_array_checked(path)
     # zarr-python is only needed for layouts chunkio does not read; importing it costs
     # ~0.1 s of every build's start-up otherwise.
+    if not writable:
+        from .zarrread import open_array_checked
+
+        # Chunk files come from strangers: refuse /dev/zero links, FIFOs and giant files.
+        return open_array_checked(path)
     import zarr
     from zarr.storage import LocalStore
 

@@ -12,7 +12,8 @@ from typing import Any
 import dask.array as da
 
 from .downsample import coarsen, output_length
-from .image import OmeZarrImage, open_array_checked
+from .image import OmeZarrImage
+from .zarrread import open_array_checked
 
 # Coarse levels merge their ever smaller chunks back to about this many pixels per axis, so
 # a preview of a big plane is a few hundred tasks, not tens of thousands.
