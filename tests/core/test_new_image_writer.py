@@ -54,3 +54,23 @@ def test_bad_layers_are_refused_and_leave_nothing(tmp_path):
         write_new_image(tmp_path / "c.zarr", np.zeros((8, 8)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]
     assert not any((tmp_path / "c.zarr").iterdir())
+
+
+class PlanesOnly:
+    """A layer's array that may be read a plane at a time but never converted whole."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+
+    def __getitem__(self, index):
+        assert np.ndim(self.data[index]) <= 2, "more than a plane read at once"
+        return self.data[index]
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole array was converted at once")
+
+
+def test_a_big_layer_is_written_plane_by_plane_never_whole(tmp_path, rng):
+    data = rng.integers(0, 5000, size=(3, 64, 48), dtype=np.uint16)
+    root = write_new_image(tmp_path / "new.zarr", PlanesOnly(data))
+    np.testing.assert_array_equal(zarr.open_array(root / "0", mode="r")[...], data)

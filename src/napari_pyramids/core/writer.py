@@ -19,10 +19,9 @@ import zarr
 
 from .api import build_pyramid
 from .errors import PyramidError
-from .image import default_axes, open_image
-from .plan import auto_num_levels, level_factors
+from .image import _AXIS_TYPES, default_axes, open_image
+from .request import default_request
 
-_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 # Chunks of 512 px in Y and X and one plane deep read fast in napari at every zoom.
 _PLANE_CHUNK = 512
 
@@ -79,13 +78,14 @@ def write_new_image(
     target = Path(path).expanduser().absolute()
     if os.path.lexists(target):
         raise PyramidError(f"{target} already exists; choose a new name. Nothing was written.")
-    dtype = np.dtype(getattr(data, "dtype", np.asarray(data).dtype))
+    # Not ``getattr(data, "dtype", np.asarray(data).dtype)``: its default would load a whole
+    # dask layer into memory before the plane-by-plane write.
+    dtype = np.dtype(data.dtype) if hasattr(data, "dtype") else np.asarray(data).dtype
     if dtype.kind not in "biuf":
         raise PyramidError(f"a {dtype} layer cannot be saved; OME-Zarr holds numbers")
     try:
         _write_level0(target, data, dtype, names, scale, translation, name, labels, unit)
-        image = open_image(target)
-        levels = auto_num_levels(image, level_factors(image, 2, 1))
+        levels = default_request(open_image(target)).num_levels
         build_pyramid(zarrurl=target, num_levels=levels)
     except BaseException:
         with contextlib.suppress(OSError):
