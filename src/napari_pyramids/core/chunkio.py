@@ -105,7 +105,7 @@ class ChunkArray:
         """The whole decoded chunk (edge chunks include their padding)."""
         path = self.chunk_path(index)
         out = np.empty(self.chunks, dtype=self.dtype)
-        raw = _read_chunk_file(path, _file_limit(out.nbytes))
+        raw = _read_chunk_file(path, chunk_file_limit(out.nbytes))
         if raw is None:
             out[...] = self.fill_value
             return out
@@ -184,9 +184,20 @@ def write_chunk_file(path: str, data: Any) -> None:
         handle.write(data)
 
 
-def _file_limit(chunk_bytes: int) -> int:
+def chunk_file_limit(chunk_bytes: int) -> int:
     """The largest file an honest chunk of ``chunk_bytes`` can be: no codec grows data much."""
     return int(1.25 * chunk_bytes) + 2**20
+
+
+def check_chunk_file(path: str | os.PathLike[str], info: os.stat_result, limit: float) -> None:
+    """Refuse a chunk file no honest chunk can be: not a regular file, or over ``limit``."""
+    if not stat.S_ISREG(info.st_mode):
+        raise PyramidError(f"{path} is not a regular file; restore the image's chunk files")
+    if info.st_size > limit:
+        raise PyramidError(
+            f"{path} is {info.st_size} bytes, more than any chunk of this array can take "
+            f"({limit}); the file is corrupt or crafted. Restore it."
+        )
 
 
 def _read_chunk_file(path: str, limit: int) -> bytes | None:
@@ -201,14 +212,7 @@ def _read_chunk_file(path: str, limit: int) -> bytes | None:
     except FileNotFoundError:
         return None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise PyramidError(f"{path} is not a regular file; restore the image's chunk files")
-        if info.st_size > limit:
-            raise PyramidError(
-                f"{path} is {info.st_size} bytes, more than any chunk of this array can take "
-                f"({limit}); the file is corrupt or crafted. Restore it."
-            )
+        check_chunk_file(path, os.fstat(fd), limit)
         with os.fdopen(fd, "rb", closefd=False) as handle:
             return handle.read(limit + 1)
     finally:
@@ -272,16 +276,27 @@ def _finite_number(value: Any) -> bool:
 def open_chunk_array(path: str | os.PathLike[str]) -> ChunkArray | None:
     """The array at ``path`` for direct chunk access, or None if its layout is not supported."""
     path = os.fspath(path)
-    try:
-        if os.path.isfile(os.path.join(path, ".zarray")):
-            with open(os.path.join(path, ".zarray"), "rb") as f:
-                return _from_v2(path, json.load(f))
-        if os.path.isfile(os.path.join(path, "zarr.json")):
-            with open(os.path.join(path, "zarr.json"), "rb") as f:
-                return _from_v3(path, json.load(f))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
+    for zarr_format, name in ((2, ".zarray"), (3, "zarr.json")):
+        if os.path.isfile(os.path.join(path, name)):
+            try:
+                with open(os.path.join(path, name), "rb") as f:
+                    document = json.load(f)
+            except (OSError, ValueError):
+                return None
+            return chunk_array_from_document(path, zarr_format, document)
     return None
+
+
+def chunk_array_from_document(
+    path: str | os.PathLike[str], zarr_format: int, document: Any
+) -> ChunkArray | None:
+    """The array at ``path`` described by its parsed metadata ``document``, or None if its
+    layout is not supported."""
+    try:
+        build = _from_v2 if zarr_format == 2 else _from_v3
+        return build(os.fspath(path), document)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def _dtype_v2(text: Any) -> np.dtype | None:

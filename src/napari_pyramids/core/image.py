@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .chunkio import open_chunk_array
+from .chunkio import chunk_array_from_document
 from .errors import PyramidError
 from .paths import MAX_ARRAY_JSON_BYTES, check_level_path, image_root, read_json
 
@@ -633,7 +633,7 @@ def check_zarr_reads(root: Path, info: ArrayInfo) -> None:
     Only for layouts the engine reads through zarr-python: chunkio reads the others itself,
     and importing zarr costs ~0.1 s of every build's start-up.
     """
-    if open_chunk_array(root / info.path) is not None:
+    if chunk_array_from_document(root / info.path, info.zarr_format, info.document) is not None:
         return
     import zarr
     from zarr.storage import LocalStore

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from .chunkio import check_chunk_file, chunk_file_limit
 from .errors import PyramidError
 from .paths import MAX_ARRAY_JSON_BYTES
 
@@ -47,13 +47,7 @@ class CheckedLocalStore(LocalStore):
             return  # a missing chunk reads as the fill value
         metadata = key.rsplit("/", 1)[-1] in _METADATA_NAMES
         limit = MAX_ARRAY_JSON_BYTES if metadata else self.max_file_bytes
-        if not stat.S_ISREG(info.st_mode):
-            raise PyramidError(f"{path} is not a regular file; restore the image's chunk files")
-        if limit is not None and info.st_size > limit:
-            raise PyramidError(
-                f"{path} is {info.st_size} bytes, more than any chunk of this array can take "
-                f"({limit}); the file is corrupt or crafted. Restore it."
-            )
+        check_chunk_file(path, info, math.inf if limit is None else limit)
 
     async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
         self._check(key)
@@ -109,9 +103,11 @@ def open_array_checked(folder: Path | str) -> CheckedArray:
     The cap is the uncompressed size of one chunk (one shard, with its index) plus a quarter
     and 1 MiB: no codec zarr ships expands data by more than a few per cent.
     """
-    array = zarr.open_array(store=CheckedLocalStore(folder), mode="r")
+    # Metadata files have their own cap, so the store can read them before the chunk cap
+    # is known.
+    store = CheckedLocalStore(folder)
+    array = zarr.open_array(store=store, mode="r")
     unit = array.shards or array.chunks
     index = 16 * math.prod(u // c for u, c in zip(unit, array.chunks, strict=True)) + 4
-    limit = int(1.25 * math.prod(unit) * array.dtype.itemsize) + index + 2**20
-    store = CheckedLocalStore(folder, max_file_bytes=limit)
-    return CheckedArray(zarr.open_array(store=store, mode="r"), store)
+    store.max_file_bytes = chunk_file_limit(math.prod(unit) * array.dtype.itemsize) + index
+    return CheckedArray(array, store)
