@@ -39,7 +39,7 @@ from qtpy.QtWidgets import QSizePolicy
 from ._worker import BuildWorker, build_worker
 from .core.api import lazy_pyramid
 from .core.downsample import EDGES, METHODS
-from .core.errors import PyramidError
+from .core.errors import PyramidError, visible_text
 from .core.estimate import compression_ratio, disk_estimate
 from .core.image import OmeZarrImage, open_image, read_array_info
 from .core.layers import (
@@ -82,18 +82,6 @@ class BuilderEvents(QObject):
     preview_updated = Signal()  # the preview layers were placed, replaced or removed
     build_finished = Signal(str)  # "built", "cancelled" or "failed", after the layers changed
     refused = Signal(str)  # a click was refused; the message
-
-
-def visible_text(text: str) -> str:
-    """``text`` with invisible and control characters escaped (``\\n``, ``\\u202e``).
-
-    Names in an image's metadata and folder names come from strangers: a newline would
-    forge a line of a label, a right-to-left override would show a name backwards. The
-    CLI prints them the same way.
-    """
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )
 
 
 def notification_text(text: str) -> str:
@@ -423,7 +411,7 @@ class PyramidBuilder(Container):
         sources = self._source_layers(image.root)
         self._remove_preview(restore=False)
         top = max(self._viewer.layers.index(layer) for layer in sources) + 1
-        hidden = {id(layer) for layer, _ in self._hidden}
+        hidden = {id(layer): visible for layer, visible in self._hidden}
         for position, source in enumerate(sources):
             data, kwargs, kind = planned[min(self._channel_of(source, position), len(planned) - 1)]
             kwargs = {**kwargs, **self._display_state(source)}
@@ -432,7 +420,7 @@ class PyramidBuilder(Container):
             if id(source) not in hidden:
                 self._hidden.append((source, source.visible))
             else:
-                kwargs["visible"] = dict((id(s), v) for s, v in self._hidden)[id(source)]
+                kwargs["visible"] = hidden[id(source)]
             layer = Layer.create(data, kwargs, kind)
             self._viewer.layers.insert(top, layer)
             top += 1
@@ -564,9 +552,8 @@ class PyramidBuilder(Container):
         root = self._build_root
         if worker is not None and worker.plan is not None and root is not None:
             plan = worker.plan
-            self._replace_layers(root)
+            self._replace_layers(root)  # which also updates the planned levels
             self.progress.value = self.progress.max
-            self._update_plan()
             late = " (the cancel came too late)" if worker.abort_requested else ""
             self._say(f"Built {len(plan.levels)} levels of {root.name}{late}.")
             outcome = "built"
@@ -587,6 +574,7 @@ class PyramidBuilder(Container):
         self._remove_preview()
         fresh = [d for d in layer_data(root) if d[1]["metadata"][PATH_KEY] == str(root)]
         if not fresh:
+            self._update_plan()
             return
         picked = self.image.value
         chosen = None

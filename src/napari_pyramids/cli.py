@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .core.downsample import EDGES, METHODS
-from .core.errors import BuildCancelled, PyramidError
+from .core.errors import BuildCancelled, PyramidError, visible_text
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
@@ -40,20 +40,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"napari-pyramids: error: {message}; see '{self.prog} --help'\n")
-
-
-def terminal_text(text: str, one_line: bool = False) -> str:
-    """``text`` with control and invisible characters escaped, safe to print on a terminal.
-
-    Names in an image's metadata come from strangers: an escape sequence in an axis name
-    must not recolour, retitle or clear the user's terminal, nor a right-to-left override
-    disguise a path.
-    """
-    keep = "" if one_line else "\n"
-    return "".join(
-        c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii")
-        for c in text
-    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except PyramidError as exc:
-        print(f"napari-pyramids: error: {terminal_text(str(exc), one_line=True)}", file=sys.stderr)
+        print(f"napari-pyramids: error: {visible_text(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (BuildCancelled, KeyboardInterrupt):
         print("napari-pyramids: cancelled; the image is unchanged", file=sys.stderr)
@@ -159,7 +145,7 @@ def _build(args: argparse.Namespace) -> int:
         finished = True
     except KeyboardInterrupt:
         build.close()  # an unpublished build is rolled back here
-        if not _published(image.root, original, levels):
+        if not _published(image, original, levels):
             raise
         # Ctrl-C during the clean-up that follows the publish: the pyramid is complete.
         print(
@@ -177,20 +163,20 @@ def _build(args: argparse.Namespace) -> int:
     return _info(args)
 
 
-def _published(root: Any, original: bytes | None, levels: Any) -> bool:
-    """Whether an interrupted build got as far as publishing ``levels`` levels."""
+def _published(image: Any, original: bytes | None, levels: int) -> bool:
+    """Whether an interrupted build of ``image`` got as far as publishing ``levels`` levels."""
     from .core.image import open_image
     from .core.store import read_bytes
 
-    if read_bytes(root / open_image(root).metadata_file) == original:
+    if read_bytes(image.root / image.metadata_file) == original:
         return False  # rolled back, or never got to the publish
-    return isinstance(levels, int) and len(open_image(root).level_paths) >= levels
+    return len(open_image(image.root).level_paths) >= levels
 
 
 def _info(args: argparse.Namespace) -> int:
     from .core.info import describe_image
 
-    print(terminal_text(describe_image(args.zarrurl)))
+    print(visible_text(describe_image(args.zarrurl), keep_newlines=True))
     return 0
 
 

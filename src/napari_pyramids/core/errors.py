@@ -17,3 +17,18 @@ class ImageBusyError(PyramidError):
 
 class BuildCancelled(Exception):  # noqa: N818 - a cancel is not an error
     """The build was cancelled; the image was left as it was before the build."""
+
+
+def visible_text(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with invisible and control characters escaped (``\\n``, ``\\u202e``).
+
+    Names in an image's metadata and folder names come from strangers: on a terminal an
+    escape sequence would recolour, retitle or clear it; in a label a newline would forge a
+    line and a right-to-left override would show a name backwards. The CLI and the widget
+    show them through this.
+    """
+    keep = "\n" if keep_newlines else ""
+    return "".join(
+        c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
