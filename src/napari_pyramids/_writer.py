@@ -28,13 +28,18 @@ def _write(path: str, data: Any, meta: dict[str, Any], labels: bool) -> str:
         data = data[0]
     scale = list(meta.get("scale") or [1.0] * data.ndim)
     translate = list(meta.get("translate") or [0.0] * data.ndim)
-    axes = _axis_names(meta.get("axis_labels"), data.ndim)
-    if meta.get("rgb"):
-        # RGB(A) in napari is a trailing axis; OME-Zarr keeps colour as a channel axis.
-        data = np.moveaxis(np.asarray(data), -1, -3)
-        axes = None if axes is None else [*axes[:-2], "c", *axes[-2:]]
-        scale = [*scale[:-2], 1.0, *scale[-2:]]
-        translate = [*translate[:-2], 0.0, *translate[-2:]]
+    rgb = bool(meta.get("rgb"))
+    # napari's axis labels (and scale) leave out the colour axis of an RGB layer.
+    axes = _axis_names(meta.get("axis_labels"), data.ndim - rgb)
+    if rgb:
+        # RGB(A) in napari is a trailing axis; OME-Zarr keeps colour as a channel axis, after
+        # time and before the space axes (t, c, z, y, x).
+        names = axes or list("tzyx"[-(data.ndim - 1) :])
+        at = 1 if names[0] == "t" else 0
+        data = np.moveaxis(np.asarray(data), -1, at)
+        axes = [*names[:at], "c", *names[at:]]
+        scale = [*scale[:at], 1.0, *scale[at:]]
+        translate = [*translate[:at], 0.0, *translate[at:]]
     root = write_new_image(
         path,
         data,

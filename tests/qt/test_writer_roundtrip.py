@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
+from ome_zarr_models.v04 import Image
 
 from imaging import reference_pyramid
 from napari_pyramids.core import open_image
@@ -53,3 +54,27 @@ def test_labels_layer_round_trip(make_napari_viewer, tmp_path, rng):
         np.testing.assert_array_equal(
             zarr.open_array(f"{written}/{index}", mode="r")[...], reference
         )
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes"),
+    [((300, 280, 3), ["c", "y", "x"]), ((4, 300, 280, 3), ["c", "z", "y", "x"])],
+    ids=["2d", "z-stack"],
+)
+def test_rgb_layer_is_saved_with_colour_as_the_channel_axis(
+    make_napari_viewer, tmp_path, rng, shape, axes
+):
+    data = rng.integers(0, 255, size=shape, dtype=np.uint8)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="photo", rgb=True)
+    assert layer.rgb
+
+    [written] = viewer.layers.save(
+        str(tmp_path / "rgb.zarr"), selected=False, plugin="napari-pyramids"
+    )
+
+    Image.from_zarr(zarr.open_group(written, mode="r"))
+    assert [a.name for a in open_image(written).axes] == axes
+    np.testing.assert_array_equal(
+        zarr.open_array(f"{written}/0", mode="r")[...], np.moveaxis(data, -1, 0)
+    )
