@@ -10,7 +10,6 @@ SIGKILL itself (or pause) right before its N-th filesystem change; the package h
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import multiprocessing
@@ -27,6 +26,8 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
+
+from imaging import file_hashes, metadata_file
 
 IMAGE_NAME = "img.zarr"
 
@@ -66,20 +67,6 @@ def vector_pyramid(
 
 
 # --------------------------------------------------------------------------- image state
-
-
-def file_hashes(folder: Path) -> dict[str, str]:
-    """sha256 of every file below ``folder`` (level 0's chunks and metadata)."""
-    hashes = {}
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            full = Path(dirpath) / name
-            hashes[str(full.relative_to(folder))] = hashlib.sha256(full.read_bytes()).hexdigest()
-    return hashes
-
-
-def metadata_file(root: Path) -> Path:
-    return root / ("zarr.json" if (root / "zarr.json").exists() else ".zattrs")
 
 
 def listed_paths(document: dict[str, Any]) -> list[str]:

@@ -148,11 +148,30 @@ def reference_pyramid(
     return levels
 
 
+def metadata_file(root: Path) -> Path:
+    """The file holding a group's NGFF attributes (0.4: .zattrs; 0.5: zarr.json)."""
+    return root / ("zarr.json" if (root / "zarr.json").exists() else ".zattrs")
+
+
 def read_attrs(path: Path) -> dict[str, Any]:
     """The NGFF attributes of a group (0.4: .zattrs; 0.5: zarr.json attributes.ome)."""
-    if (path / "zarr.json").exists():
-        return json.loads((path / "zarr.json").read_text())["attributes"]["ome"]
-    return json.loads((path / ".zattrs").read_text())
+    file = metadata_file(path)
+    document = json.loads(file.read_text())
+    return document["attributes"]["ome"] if file.name == "zarr.json" else document
+
+
+def level_paths(root: Path) -> list[str]:
+    """The level paths the image's first multiscale lists, in order."""
+    return [d["path"] for d in read_attrs(root)["multiscales"][0]["datasets"]]
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every regular file under ``folder``, following links to read."""
+    return {
+        str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
 
 
 def tree_snapshot(root: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
-from imaging import read_attrs, reference_pyramid, tree_snapshot, write_image
+from imaging import level_paths, reference_pyramid, tree_snapshot, write_image
 from napari_pyramids.cli import main
 
 
@@ -27,10 +27,7 @@ def test_build_writes_levels_and_prints_them(tmp_path, rng, capsys):
 def test_levels_default_to_auto_until_about_256_pixels(tmp_path, rng, capsys):
     path = write_image(tmp_path / "img.zarr", rng.integers(0, 9, size=(1100, 600), dtype=np.uint8))
     assert main(["build", str(path), "--quiet"]) == 0
-    shapes = [
-        zarr.open_array(str(path / d["path"])).shape
-        for d in read_attrs(path)["multiscales"][0]["datasets"]
-    ]
+    shapes = [zarr.open_array(str(path / p)).shape for p in level_paths(path)]
     assert shapes == [(1100, 600), (550, 300), (275, 150), (137, 75)]
     assert capsys.readouterr().err == ""
 
@@ -97,7 +94,7 @@ def test_sample_then_build_from_a_real_process(tmp_path):
     assert done.returncode == 0, done.stderr
     done = subprocess.run([*cli, "build", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert [d["path"] for d in read_attrs(path)["multiscales"][0]["datasets"]] == ["0", "1"]
+    assert level_paths(path) == ["0", "1"]
     again = subprocess.run([*cli, "build", str(path)], capture_output=True, text=True)
     assert again.returncode == 2
     assert "Traceback" not in again.stderr

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import socket
 
 import numpy as np
 import pytest
 
-from imaging import write_image
+from imaging import file_hashes, write_image
 from napari_pyramids import build_pyramid
 from napari_pyramids.core import engine, plan
 
 distributed = pytest.importorskip("distributed")
-
-
-def file_hashes(path):
-    return {
-        str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in sorted(path.rglob("*"))
-        if f.is_file()
-    }
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])

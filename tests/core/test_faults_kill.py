@@ -31,7 +31,6 @@ import pytest
 from faultkit import (
     Scenario,
     StepSchedule,
-    metadata_file,
     prepare,
     report,
     rerun_completes,
@@ -39,7 +38,7 @@ from faultkit import (
     trials,
     vector_pyramid,
 )
-from imaging import reference_pyramid, tree_snapshot
+from imaging import metadata_file, reference_pyramid, tree_snapshot
 from napari_pyramids.core.store import ImageLock, recover
 
 CONFIGS = [

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import zarr
 
-from faultkit import file_hashes, validate_ome, vector_pyramid
-from imaging import read_attrs, reference_pyramid, write_image
+from faultkit import validate_ome, vector_pyramid
+from imaging import file_hashes, level_paths, reference_pyramid, write_image
 from napari_pyramids.core.api import build_pyramid
 from napari_pyramids.core.image import open_image
 from napari_pyramids.core.plan import plan_pyramid
@@ -33,7 +33,7 @@ def pool():
 
 
 def read_levels(root, count):
-    paths = [d["path"] for d in read_attrs(root)["multiscales"][0]["datasets"]]
+    paths = level_paths(root)
     assert len(paths) == count
     return [zarr.open_array(root / p, mode="r")[...] for p in paths]
 
@@ -81,7 +81,7 @@ def test_level0_named_like_a_level_is_never_replaced(tmp_path, level0, overwrite
     hashes = file_hashes(root / level0)
     build_pyramid(zarrurl=root, num_levels=4, overwrite=overwrite)
     assert file_hashes(root / level0) == hashes
-    paths = [d["path"] for d in read_attrs(root)["multiscales"][0]["datasets"]]
+    paths = level_paths(root)
     assert paths[0] == level0
     assert len(set(paths)) == 4
     for got, want in zip(

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import zarr
 
-from crafted import CASES, DATA, HARMLESS, Case, file_hashes, folder_snapshot, read_doc
-from imaging import read_attrs, reference_pyramid
+from crafted import CASES, DATA, HARMLESS, Case, folder_snapshot, read_doc
+from imaging import file_hashes, level_paths, reference_pyramid
 from napari_pyramids import build_pyramid
 from napari_pyramids.core.errors import PyramidError
 from napari_pyramids.core.image import open_image
@@ -137,15 +137,11 @@ def test_tiny_chunks_shrink_blocks_so_zarr_bookkeeping_fits_the_budget(tmp_path)
         assert chunks_read * per_chunk < per_task, (stage.block, per_chunk)
 
 
-def _reference_levels(root: Path) -> list[str]:
-    return [d["path"] for d in read_attrs(root)["multiscales"][0]["datasets"]]
-
-
 @pytest.mark.parametrize("case", HARMLESS, ids=lambda case: case.id)
 def test_crafted_image_builds_without_writing_through_links_or_outside(tmp_path, case):
     crafted = case.build(tmp_path)
     root = Path(crafted.zarrurl)
-    level0 = _reference_levels(root)[0]
+    level0 = level_paths(root)[0]
     outside = [folder_snapshot(folder) for folder in crafted.watch[1:]]
     level0_files = file_hashes(root / level0)
     with warnings.catch_warnings(record=True) as caught:
@@ -156,7 +152,7 @@ def test_crafted_image_builds_without_writing_through_links_or_outside(tmp_path,
         assert any(case.warns in text for text in said), said
     assert [folder_snapshot(folder) for folder in crafted.watch[1:]] == outside
     assert file_hashes(root / level0) == level0_files
-    paths = _reference_levels(root)
+    paths = level_paths(root)
     assert paths[0] == level0
     reference = reference_pyramid(DATA, (2, 2), len(paths), "mean")
     for path, expected in zip(paths, reference, strict=True):

@@ -39,12 +39,10 @@ from crafted import (
     HARMLESS,
     Case,
     Crafted,
-    file_hashes,
     folder_snapshot,
-    group_file,
     read_doc,
 )
-from imaging import reference_pyramid, write_image
+from imaging import file_hashes, level_paths, reference_pyramid, write_image
 
 pytestmark = pytest.mark.gui
 BUILD_TIMEOUT = 60_000
@@ -341,12 +339,6 @@ WIDGET_HARMLESS = (
 HARMLESS_BY_ID = {case.id: case for case in HARMLESS}
 
 
-def _levels(root: Path) -> list[str]:
-    doc = read_doc(group_file(root))
-    ome = doc["attributes"]["ome"] if "attributes" in doc else doc
-    return [d["path"] for d in ome["multiscales"][0]["datasets"]]
-
-
 def test_harmless_crafted_images_build_through_the_widget(
     qtbot, viewer_and_builder, tmp_path, subtests
 ):
@@ -360,7 +352,7 @@ def test_harmless_crafted_images_build_through_the_widget(
             try:
                 crafted = case.build(row)
                 root = Path(crafted.zarrurl)
-                level0 = _levels(root)[0]
+                level0 = level_paths(root)[0]
                 outside = [folder_snapshot(folder) for folder in crafted.watch[1:]]
                 level0_files = file_hashes(root / level0)
                 with qtbot.captureExceptions() as exceptions, watching(widget) as seen:
@@ -371,7 +363,7 @@ def test_harmless_crafted_images_build_through_the_widget(
                 assert seen.notifications == []
                 assert [folder_snapshot(folder) for folder in crafted.watch[1:]] == outside
                 assert file_hashes(root / level0) == level0_files
-                paths = _levels(root)
+                paths = level_paths(root)
                 reference = reference_pyramid(DATA, (2, 2), len(paths), "mean")
                 for path, expected in zip(paths, reference, strict=True):
                     on_disk = zarr.open_array(str(root / path), mode="r")[...]
