@@ -27,7 +27,6 @@ import bz2
 import itertools
 import json
 import lzma
-import math
 import os
 import stat
 import threading
@@ -40,6 +39,7 @@ import numcodecs
 import numpy as np
 
 from .errors import PyramidError
+from .paths import finite_number
 
 _NUMERIC_V3 = {
     "uint8",
@@ -269,10 +269,6 @@ def _reopen(path: str) -> ChunkArray:
     return array
 
 
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def open_chunk_array(path: str | os.PathLike[str]) -> ChunkArray | None:
     """The array at ``path`` for direct chunk access, or None if its layout is not supported."""
     path = os.fspath(path)
@@ -330,7 +326,7 @@ def _from_v2(path: str, doc: dict[str, Any]) -> ChunkArray | None:
         or len(shape) != len(chunks)
         or doc.get("order") != "C"
         or doc.get("filters") not in (None, [])
-        or not _finite_number(fill)
+        or not finite_number(fill)
         or separator not in (".", "/")
         or (compressor is not None and not isinstance(compressor, dict))
     ):
@@ -357,7 +353,7 @@ def _from_v3(path: str, doc: dict[str, Any]) -> ChunkArray | None:
         or len(shape) != len(chunks)
         or grid.get("name") != "regular"
         or doc.get("storage_transformers") not in (None, [])
-        or not _finite_number(fill)
+        or not finite_number(fill)
     ):
         return None
     dtype = np.dtype(data_type).newbyteorder("<")

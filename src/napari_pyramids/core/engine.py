@@ -161,7 +161,8 @@ def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
         or any(c % f for c, f in zip(direct.chunks, factors, strict=True))
         or not _covers_whole_chunks(region, direct.chunks, direct.shape)
     ):
-        return coarsen(read_region(task.source, region), factors, task.aggregation, task.edge)
+        block = read_region(task.source, region) if direct is None else direct.read(region)
+        return coarsen(block, factors, task.aggregation, task.edge)
     shape = tuple(
         output_length(r.stop - r.start, f, task.edge) for r, f in zip(region, factors, strict=True)
     )

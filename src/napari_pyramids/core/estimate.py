@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .image import OmeZarrImage
+from .paths import ZARR_METADATA_NAMES
 from .plan import PyramidPlan
 
 # Listing every chunk of a big level 0 would take longer than the estimate is worth.
 MAX_SAMPLED_FILES = 4096
-_METADATA_FILES = {".zarray", ".zattrs", ".zgroup", "zarr.json"}
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def compression_ratio(image: OmeZarrImage, max_files: int = MAX_SAMPLED_FILES) -
     for directory, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):
-            if name in _METADATA_FILES:
+            if name in ZARR_METADATA_NAMES:
                 continue
             try:
                 info = os.lstat(os.path.join(directory, name))

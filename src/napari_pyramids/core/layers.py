@@ -13,7 +13,6 @@ image still opens), while a malformed structure (levels, axes, paths) is refused
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import warnings
@@ -26,7 +25,7 @@ import dask.array as da
 from .errors import PyramidError
 from .image import OmeZarrImage, open_image, read_array_info
 from .lazy import open_level
-from .paths import check_level_path, read_json
+from .paths import check_level_path, finite_number, read_json
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -277,11 +276,7 @@ def _omero_channels(image: OmeZarrImage) -> list[dict[str, Any]]:
             window = entry.get("window")
             if isinstance(window, dict):
                 start, end = window.get("start"), window.get("end")
-                if _finite(start) and _finite(end) and start < end:
+                if finite_number(start) and finite_number(end) and start < end:
                     hint["window"] = (float(start), float(end))
         hints.append(hint)
     return hints
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

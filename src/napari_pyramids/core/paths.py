@@ -9,6 +9,7 @@ offending entry and what to do about it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -30,10 +31,17 @@ MAX_JSON_CONTAINERS = 250_000
 MAX_JSON_DEPTH = 64
 # An array's metadata document is a few hundred bytes; its copies go into every new level.
 MAX_ARRAY_JSON_BYTES = 1024 * 1024
+# The files zarr v2 and v3 keep beside chunks.
+ZARR_METADATA_NAMES = frozenset({".zarray", ".zattrs", ".zgroup", "zarr.json"})
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _FORBIDDEN_CHARS = re.compile(r"[\\:\x00-\x1f\x7f]")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def finite_number(value: Any) -> bool:
+    """Whether a JSON value is a finite number (``true`` is not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def image_root(zarrurl: str | os.PathLike[str]) -> Path:

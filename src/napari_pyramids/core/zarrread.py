@@ -19,9 +19,7 @@ from zarr.storage import LocalStore
 
 from .chunkio import check_chunk_file, chunk_file_limit
 from .errors import PyramidError
-from .paths import MAX_ARRAY_JSON_BYTES
-
-_METADATA_NAMES = {".zarray", ".zattrs", ".zgroup", "zarr.json"}
+from .paths import MAX_ARRAY_JSON_BYTES, ZARR_METADATA_NAMES
 
 
 class CheckedLocalStore(LocalStore):
@@ -45,7 +43,7 @@ class CheckedLocalStore(LocalStore):
             info = os.stat(path)
         except OSError:
             return  # a missing chunk reads as the fill value
-        metadata = key.rsplit("/", 1)[-1] in _METADATA_NAMES
+        metadata = key.rsplit("/", 1)[-1] in ZARR_METADATA_NAMES
         limit = MAX_ARRAY_JSON_BYTES if metadata else self.max_file_bytes
         check_chunk_file(path, info, math.inf if limit is None else limit)
 
