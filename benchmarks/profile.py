@@ -58,9 +58,9 @@ def phase_costs(image: Path, levels: int) -> dict[str, float]:
     scratch = Path(tempfile.mkdtemp(prefix="profile-", dir=image.parent))
     t: collections.Counter[str] = collections.Counter()
     try:
+        factors = plan.levels[1].factors
         for index in range(stage.n_blocks):
             region = stage.region(index)
-            factors = plan.levels[1].factors
             shape = tuple(
                 -(-(r.stop - r.start) // f) for r, f in zip(region, factors, strict=True)
             )

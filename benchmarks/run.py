@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -103,6 +104,7 @@ def seed_python(work: Path) -> Path | None:
     return python
 
 
+@functools.cache
 def importable(module: str) -> bool:
     code = f"import {module}"
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
@@ -229,12 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     if "seed" in tools and seed is None:
         tools.remove("seed")
         skipped["seed"] = f"{SEED_REQUIREMENT} could not be installed (see the log above)"
-    for tool, module in (("tensorstore", "tensorstore"), ("ngff-zarr", "ngff_zarr")):
+    for tool, module, package in (
+        ("tensorstore", "tensorstore", "tensorstore"),
+        ("ngff-zarr", "ngff_zarr", "ngff-zarr"),
+        ("floor-tensorstore", "tensorstore", "tensorstore"),
+    ):
         if tool in tools and not importable(module):
             tools.remove(tool)
-            skipped[tool] = f"{module} is not installed: pip install {tool}"
-    if any(t.startswith("floor-tensorstore") for t in tools) and not importable("tensorstore"):
-        tools.remove("floor-tensorstore")
+            skipped[tool] = f"{module} is not installed: pip install {package}"
 
     workloads = [wl.Workload(s, f) for s in args.sizes for f in args.formats]
     images = wl.generate(workloads, work / "images", log=log)
@@ -336,8 +340,6 @@ def summarise(results: Results, image: str, tool: str) -> dict | None:
         "max": max(walls),
         "rss": _median([r.peak_rss_mib for r in runs]),
         "cpu": _median([r.cpu_s for r in runs]),
-        "rss_max": max(r.peak_rss_mib for r in runs),
-        "n": len(runs),
     }
 
 

@@ -70,7 +70,7 @@ def _level_metadata(zarr_format: int, doc: dict, shape: list[int]) -> dict:
     if zarr_format == 2:
         meta["chunks"] = [min(c, n) for c, n in zip(doc["chunks"], shape, strict=True)]
     else:
-        chunks = doc["chunk_grid"]["configuration"]["chunk_shape"]
+        chunks = _chunk_shape(doc)
         meta["chunk_grid"] = {
             "name": "regular",
             "configuration": {
