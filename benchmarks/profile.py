@@ -40,10 +40,10 @@ sys.path.insert(0, str(HERE.parent / "src"))
 import workload as wl  # noqa: E402
 from run import fresh_copy  # noqa: E402
 
-from napari_pyramids.core.chunkio import open_chunk_array  # noqa: E402
-from napari_pyramids.core.downsample import coarsen  # noqa: E402
-from napari_pyramids.core.image import open_image  # noqa: E402
-from napari_pyramids.core.plan import plan_pyramid  # noqa: E402
+from napari_pyramids.ome.image import open_image  # noqa: E402
+from napari_pyramids.pyramid.plan import plan_pyramid  # noqa: E402
+from napari_pyramids.pyramid.reduce import coarsen  # noqa: E402
+from napari_pyramids.storage.chunkio import open_chunk_array  # noqa: E402
 
 
 def phase_costs(image: Path, levels: int) -> dict[str, float]:
@@ -136,7 +136,7 @@ def _build_here(image: str, levels: int, workers: int) -> None:
     import resource
     import threading
 
-    from napari_pyramids.core import api, engine
+    from napari_pyramids import api, engine
 
     def schedstat() -> tuple[float, float]:
         with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:

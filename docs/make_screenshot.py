@@ -14,7 +14,7 @@ import napari
 from PIL import Image
 from qtpy.QtCore import QEventLoop, QTimer
 
-from napari_pyramids._sample_data import write_sample_image
+from napari_pyramids._napari.sample_data import write_sample_image
 
 
 def main(out: Path) -> None:

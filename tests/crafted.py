@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 
 from imaging import level_paths, metadata_file, tree_snapshot, write_image
-from napari_pyramids.core.errors import PyramidError
+from napari_pyramids.errors import PyramidError
 
 SHAPE = (64, 64)
 CHUNKS = (16, 16)

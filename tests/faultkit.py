@@ -248,8 +248,9 @@ def child_build(
     pause_at: int | str | None = None,
 ) -> None:
     """Run ``iter_build`` reporting each progress step; count (kill, pause at) store steps."""
-    from napari_pyramids.core import engine, store
-    from napari_pyramids.core.errors import PyramidError
+    from napari_pyramids import engine
+    from napari_pyramids.errors import PyramidError
+    from napari_pyramids.storage import transaction as store
 
     steps = Steps(kill_at, pause_at, conn)
     if kill_at is not None or pause_at is not None:
@@ -266,7 +267,7 @@ def child_build(
 
 def child_hold_lock(root: str, conn: Any) -> None:
     """Take the image lock the way a build does, say so, then wait (to be killed)."""
-    from napari_pyramids.core.store import ImageLock
+    from napari_pyramids.storage.transaction import ImageLock
 
     with ImageLock(Path(root), "holder"):
         conn.send(("locked", os.getpid()))
@@ -283,7 +284,7 @@ def context() -> Any:
         ctx = multiprocessing.get_context("forkserver")
         # numcodecs.blosc makes a multiprocessing lock on import: once in the server, not
         # once per killed child (whose semaphores the resource tracker would then report).
-        ctx.set_forkserver_preload(["faultkit", "napari_pyramids.core.engine", "numcodecs.blosc"])
+        ctx.set_forkserver_preload(["faultkit", "napari_pyramids.engine", "numcodecs.blosc"])
         _CONTEXT = ctx
     return _CONTEXT
 
@@ -439,7 +440,7 @@ def prepare(
     ``zgroup=False`` removes a v2 image's ``.zgroup``, which the build then adds.
     """
     from imaging import tree_snapshot, write_image
-    from napari_pyramids.core.api import build_pyramid
+    from napari_pyramids.api import build_pyramid
 
     factors = (1,) * (data.ndim - 2) + (2, 2)
     root = write_image(tmp / "pristine" / IMAGE_NAME, data, zarr_format=zarr_format, chunks=chunks)
@@ -480,8 +481,8 @@ def rerun_completes(scenario: Scenario, root: Path, **extra: Any) -> None:
     import pytest
 
     from imaging import tree_snapshot
-    from napari_pyramids.core.api import build_pyramid
-    from napari_pyramids.core.errors import PyramidError
+    from napari_pyramids.api import build_pyramid
+    from napari_pyramids.errors import PyramidError
 
     finished = metadata_file(root).read_bytes() == scenario.expected.final
     if finished and not scenario.params["overwrite"]:

@@ -119,7 +119,7 @@ def test_ctrl_c_while_writing_restores_the_image_and_says_so(tmp_path, rng, caps
 
 def test_ctrl_c_after_the_publish_reports_the_pyramid_built(tmp_path, rng, capsys, monkeypatch):
     """Interrupted while the finished build cleans up: the levels are there, and it says so."""
-    from napari_pyramids.core import store
+    from napari_pyramids.storage import transaction as store
 
     data = rng.integers(0, 999, size=(2, 64, 64), dtype=np.uint16)
     path = write_image(tmp_path / "img.zarr", data, chunks=(1, 16, 16))

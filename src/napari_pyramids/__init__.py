@@ -1,11 +1,31 @@
 """napari-pyramids: build multiscale pyramids for OME-Zarr images in place.
 
-The library API lives in :mod:`napari_pyramids.core` and is re-exported here; the napari
-widget, reader, writer and sample data are loaded by napari through ``napari.yaml``.
+The library: :func:`build_pyramid` (keyword-compatible with fractal-tasks-core 1.x) and
+:func:`lazy_pyramid`; the napari reader, writer, sample data and widget are loaded by napari
+through ``napari.yaml`` from :mod:`napari_pyramids._napari`.
 """
 
-from . import core
 from ._version import __version__
-from .core import *  # noqa: F403 - the public API is exactly core's
+from .api import build_pyramid, lazy_pyramid
+from .engine import Progress, iter_build, run_build
+from .errors import BuildCancelled, ImageBusyError, PyramidError
+from .ome.image import OmeZarrImage, open_image
+from .pyramid.plan import LevelPlan, PyramidPlan, Stage, plan_pyramid
 
-__all__ = ["__version__", *core.__all__]
+__all__ = [
+    "BuildCancelled",
+    "ImageBusyError",
+    "LevelPlan",
+    "OmeZarrImage",
+    "Progress",
+    "PyramidError",
+    "PyramidPlan",
+    "Stage",
+    "__version__",
+    "build_pyramid",
+    "iter_build",
+    "lazy_pyramid",
+    "open_image",
+    "plan_pyramid",
+    "run_build",
+]

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .core.downsample import EDGES, METHODS
-from .core.errors import BuildCancelled, PyramidError, visible_text
+from .errors import BuildCancelled, PyramidError, visible_text
+from .pyramid.reduce import EDGES, METHODS
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
@@ -110,10 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .core.engine import iter_build
-    from .core.image import open_image
-    from .core.plan import auto_num_levels, level_factors
-    from .core.store import read_bytes
+    from .engine import iter_build
+    from .ome.image import open_image
+    from .pyramid.plan import auto_num_levels, level_factors
+    from .storage.transaction import read_bytes
 
     image = open_image(args.zarrurl)
     levels: Any = args.levels
@@ -165,8 +165,8 @@ def _build(args: argparse.Namespace) -> int:
 
 def _published(image: Any, original: bytes | None, levels: int) -> bool:
     """Whether an interrupted build of ``image`` got as far as publishing ``levels`` levels."""
-    from .core.image import open_image
-    from .core.store import read_bytes
+    from .ome.image import open_image
+    from .storage.transaction import read_bytes
 
     if read_bytes(image.root / image.metadata_file) == original:
         return False  # rolled back, or never got to the publish
@@ -174,14 +174,14 @@ def _published(image: Any, original: bytes | None, levels: int) -> bool:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .core.info import describe_image
+    from .info import describe_image
 
     print(visible_text(describe_image(args.zarrurl), keep_newlines=True))
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from ._sample_data import write_sample_image
+    from ._napari.sample_data import write_sample_image
 
     path = write_sample_image(args.output, zarr_format=args.format, size=args.size)
     print(path)
@@ -189,7 +189,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _gui(args: argparse.Namespace) -> int:
-    from ._launch import open_viewer
+    from ._napari.launch import open_viewer
 
     open_viewer(args.path)
     return 0

@@ -17,9 +17,15 @@ from imaging import (
     tree_snapshot,
     write_image,
 )
-from napari_pyramids import BuildCancelled, PyramidError, build_pyramid, open_image
-from napari_pyramids.core import downsample, plan
-from napari_pyramids.core.downsample import METHODS
+from napari_pyramids import (
+    BuildCancelled,
+    PyramidError,
+    build_pyramid,
+    open_image,
+)
+from napari_pyramids.pyramid import plan
+from napari_pyramids.pyramid import reduce as downsample
+from napari_pyramids.pyramid.reduce import METHODS
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from numcodecs import GZip, Zstd
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, TransposeCodec, ZstdCodec
 
 from imaging import reference_pyramid, write_image
-from napari_pyramids import PyramidError, build_pyramid
-from napari_pyramids.core import chunkio, engine
-from napari_pyramids.core.chunkio import open_chunk_array
+from napari_pyramids import PyramidError, build_pyramid, engine
+from napari_pyramids.storage import chunkio
+from napari_pyramids.storage.chunkio import open_chunk_array
 
 SHAPE = (3, 37, 29)
 CHUNKS = (2, 8, 10)

@@ -13,8 +13,8 @@ import pytest
 
 from faultkit import child_hold_lock, hidden_leftovers, prepare, start, start_build
 from imaging import tree_snapshot
-from napari_pyramids.core.api import build_pyramid
-from napari_pyramids.core.errors import ImageBusyError
+from napari_pyramids.api import build_pyramid
+from napari_pyramids.errors import ImageBusyError
 
 CONFIGS = [
     pytest.param(2, False, id="v2"),

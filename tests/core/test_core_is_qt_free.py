@@ -32,7 +32,7 @@ class Blocker:
 
 sys.meta_path.insert(0, Blocker())
 import napari_pyramids
-import napari_pyramids.core
+import napari_pyramids
 import napari_pyramids.cli
 from napari_pyramids import build_pyramid, lazy_pyramid
 built = build_pyramid(zarrurl=sys.argv[1], num_levels=3)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from imaging import write_image
-from napari_pyramids._sample_data import write_sample_image
-from napari_pyramids.core import build_pyramid, open_image, plan_pyramid
-from napari_pyramids.core.estimate import compression_ratio, disk_estimate
+from napari_pyramids import build_pyramid, open_image, plan_pyramid
+from napari_pyramids._napari.sample_data import write_sample_image
+from napari_pyramids.estimate import compression_ratio, disk_estimate
 
 _METADATA = {".zarray", ".zattrs", "zarr.json"}
 

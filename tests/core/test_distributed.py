@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from imaging import file_hashes, write_image
-from napari_pyramids import build_pyramid
-from napari_pyramids.core import engine, plan
+from napari_pyramids import build_pyramid, engine
+from napari_pyramids.pyramid import plan
 
 distributed = pytest.importorskip("distributed")
 

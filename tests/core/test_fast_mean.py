@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from imaging import reference_level
-from napari_pyramids.core.downsample import coarsen
+from napari_pyramids.pyramid.reduce import coarsen
 
 INTEGER_DTYPES = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint64"]
 

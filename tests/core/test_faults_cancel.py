@@ -25,10 +25,10 @@ from faultkit import (
     rerun_completes,
 )
 from imaging import tree_snapshot
-from napari_pyramids.core import store
-from napari_pyramids.core.api import build_pyramid
-from napari_pyramids.core.engine import iter_build
-from napari_pyramids.core.errors import BuildCancelled
+from napari_pyramids.api import build_pyramid
+from napari_pyramids.engine import iter_build
+from napari_pyramids.errors import BuildCancelled
+from napari_pyramids.storage import transaction as store
 
 # A budget for 64 workers cuts this image into 9 blocks over two passes; two threads run them.
 PARAMS = {"num_levels": 4, "memory_budget": "16MiB", "workers": 64}

@@ -39,7 +39,7 @@ from faultkit import (
     vector_pyramid,
 )
 from imaging import metadata_file, reference_pyramid, tree_snapshot
-from napari_pyramids.core.store import ImageLock, recover
+from napari_pyramids.storage.transaction import ImageLock, recover
 
 CONFIGS = [
     pytest.param(2, False, id="v2"),

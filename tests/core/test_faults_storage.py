@@ -33,9 +33,11 @@ from faultkit import (
     start,
 )
 from imaging import tree_snapshot
-from napari_pyramids.core import chunkio, plan, store
-from napari_pyramids.core.api import build_pyramid
-from napari_pyramids.core.store import StorageError
+from napari_pyramids.api import build_pyramid
+from napari_pyramids.pyramid import plan
+from napari_pyramids.storage import chunkio
+from napari_pyramids.storage import transaction as store
+from napari_pyramids.storage.transaction import StorageError
 
 
 @pytest.fixture(scope="module", params=SCENARIO_CONFIGS)

@@ -12,9 +12,9 @@ from ome_zarr.writer import write_image as ome_write_image
 from ome_zarr.writer import write_labels as ome_write_labels
 
 from imaging import write_image
-from napari_pyramids._sample_data import sample_planes, write_sample_image
-from napari_pyramids.core.errors import PyramidError
-from napari_pyramids.core.layers import CHANNEL_KEY, PATH_KEY, image_path_of, layer_data
+from napari_pyramids._napari.layers import CHANNEL_KEY, PATH_KEY, image_path_of, layer_data
+from napari_pyramids._napari.sample_data import sample_planes, write_sample_image
+from napari_pyramids.errors import PyramidError
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])

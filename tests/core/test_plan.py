@@ -9,7 +9,7 @@ import pytest
 
 from imaging import write_image
 from napari_pyramids import PyramidError, open_image, plan_pyramid
-from napari_pyramids.core.plan import task_bytes
+from napari_pyramids.pyramid.plan import task_bytes
 
 
 @pytest.mark.parametrize("budget", ["16MiB", "64MiB", "256MiB"])

@@ -13,9 +13,10 @@ class Block:
         if name.split(".")[0] in BLOCKED:
             raise ImportError("blocked " + name)
 sys.meta_path.insert(0, Block())
-import napari_pyramids.core.layers, napari_pyramids.core.estimate
-import napari_pyramids.core.request, napari_pyramids.core.writer
-import napari_pyramids._reader, napari_pyramids._writer, napari_pyramids._sample_data
+import napari_pyramids._napari.layers, napari_pyramids.estimate
+import napari_pyramids.options, napari_pyramids.ome.writer
+import napari_pyramids._napari.reader, napari_pyramids._napari.writer
+import napari_pyramids._napari.sample_data
 print([m for m in sys.modules if m.split(".")[0] in BLOCKED])
 """
 

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from faultkit import validate_ome
 from imaging import DEFAULT_AXES, read_attrs, reference_pyramid, tree_snapshot, write_image
-from napari_pyramids.core import plan as plan_module
-from napari_pyramids.core.api import build_pyramid
-from napari_pyramids.core.errors import PyramidError
+from napari_pyramids.api import build_pyramid
+from napari_pyramids.errors import PyramidError
+from napari_pyramids.pyramid import plan as plan_module
 
 EXAMPLES = int(os.environ.get("NAPARI_PYRAMIDS_EXAMPLES", 30))
 DTYPES = ["uint8", "uint16", "int16", "int32", "uint64", "float32", "float64", "bool"]

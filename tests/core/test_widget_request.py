@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from imaging import tree_snapshot, write_image
-from napari_pyramids.core import build_pyramid, open_image
-from napari_pyramids.core.errors import PyramidError
-from napari_pyramids.core.request import (
+from napari_pyramids import build_pyramid, open_image
+from napari_pyramids.errors import PyramidError
+from napari_pyramids.options import (
     BuildRequest,
     default_request,
     parse_chunksize,

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from napari_pyramids._sample_data import write_sample_image
+from napari_pyramids._napari.sample_data import write_sample_image
 
 
 @pytest.fixture

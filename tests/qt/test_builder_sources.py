@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 from imaging import reference_pyramid, tree_snapshot, write_image
-from napari_pyramids.core import open_image
+from napari_pyramids import open_image
 
 pytestmark = pytest.mark.gui
 BUILD_TIMEOUT = 60_000
@@ -93,8 +93,8 @@ def test_open_path_picks_the_image_or_refuses_an_unreadable_one(
 
 
 def test_gui_command_opens_napari_with_the_widget_and_the_image(qtbot, sample_path):
-    from napari_pyramids._launch import open_viewer
-    from napari_pyramids._widget import PyramidBuilder
+    from napari_pyramids._napari._qt.widget import PyramidBuilder
+    from napari_pyramids._napari.launch import open_viewer
 
     viewer = open_viewer(sample_path, run=False)
     try:

@@ -14,10 +14,10 @@ from qtpy.QtCore import Qt, QThreadPool
 from qtpy.QtGui import QTextDocument
 
 from imaging import reference_pyramid, tree_snapshot
-from napari_pyramids._sample_data import sample_planes, write_sample_image
-from napari_pyramids._widget import NO_LAYER, notification_text
-from napari_pyramids.core import build_pyramid, open_image, plan_pyramid
-from napari_pyramids.core.store import LOCK_NAME
+from napari_pyramids import build_pyramid, open_image, plan_pyramid
+from napari_pyramids._napari._qt.widget import NO_LAYER, notification_text
+from napari_pyramids._napari.sample_data import sample_planes, write_sample_image
+from napari_pyramids.storage.transaction import LOCK_NAME
 from read_only_helper import read_only
 
 pytestmark = pytest.mark.gui

@@ -8,7 +8,7 @@ import zarr
 from ome_zarr_models.v04 import Image
 
 from imaging import reference_pyramid
-from napari_pyramids.core import open_image
+from napari_pyramids import open_image
 
 pytestmark = pytest.mark.gui
 

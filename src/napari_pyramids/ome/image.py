@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .chunkio import chunk_array_from_document
-from .errors import PyramidError
-from .paths import MAX_ARRAY_JSON_BYTES, check_level_path, image_root, read_json
+from ..errors import PyramidError
+from ..storage.chunkio import chunk_array_from_document
+from ..untrusted import MAX_ARRAY_JSON_BYTES, check_level_path, image_root, read_json
 
 # Above this many voxels a shape is not an image anyone acquired but broken metadata
 # (2**48 voxels is 512 TiB of uint16).

@@ -38,8 +38,8 @@ from typing import Any
 import numcodecs
 import numpy as np
 
-from .errors import PyramidError
-from .paths import finite_number
+from ..errors import PyramidError
+from ..untrusted import finite_number
 
 _NUMERIC_V3 = {
     "uint8",

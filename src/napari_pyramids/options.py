@@ -2,7 +2,7 @@
 
 The widget holds no logic of its own: it reads its controls into a :class:`BuildRequest`,
 asks here for defaults, a plan or a refusal, and shows the answer. The checks are those of
-:func:`~napari_pyramids.core.plan.plan_pyramid`, plus the refusals a person clicking
+:func:`~napari_pyramids.pyramid.plan.plan_pyramid`, plus the refusals a person clicking
 needs before a build starts (an image that already has the pyramid asked for, a read-only
 image), phrased in terms of the widget's controls.
 """
@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import PyramidError
-from .image import OmeZarrImage
-from .plan import PyramidPlan, auto_num_levels, level_factors, plan_pyramid
+from .ome.image import OmeZarrImage
+from .pyramid.plan import PyramidPlan, auto_num_levels, level_factors, plan_pyramid
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,11 @@ class BuildRequest:
     overwrite: bool = False
 
     def build_params(self) -> dict[str, Any]:
-        """Keywords of :func:`~napari_pyramids.core.engine.iter_build`."""
+        """Keywords of :func:`~napari_pyramids.engine.iter_build`."""
         return asdict(self)
 
     def preview_params(self) -> dict[str, Any]:
-        """Keywords of :func:`~napari_pyramids.core.api.lazy_pyramid`."""
+        """Keywords of :func:`~napari_pyramids.api.lazy_pyramid`."""
         params = asdict(self)
         del params["chunksize"], params["overwrite"]
         return params

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from .image import open_image, read_array_info
-from .store import leftover_builds
+from .ome.image import open_image, read_array_info
+from .storage.transaction import leftover_builds
 
 
 def _numbers(values: tuple[float, ...]) -> str:

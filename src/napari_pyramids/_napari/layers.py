@@ -8,7 +8,7 @@ widget can find the image again whatever reader or sample opened it.
 
 Display hints in ``omero`` are transitional metadata: a malformed entry is ignored (the
 image still opens), while a malformed structure (levels, axes, paths) is refused by
-:func:`~napari_pyramids.core.image.open_image` with one clear error.
+:func:`~napari_pyramids.ome.image.open_image` with one clear error.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 
 import dask.array as da
 
-from .errors import PyramidError
-from .image import OmeZarrImage, open_image, read_array_info
-from .lazy import open_level
-from .paths import check_level_path, finite_number, read_json
+from ..errors import PyramidError
+from ..ome.image import OmeZarrImage, open_image, read_array_info
+from ..storage.zarrread import open_level
+from ..untrusted import check_level_path, finite_number, read_json
 
 LayerData = tuple[Any, dict[str, Any], str]
 

@@ -13,9 +13,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .image import OmeZarrImage
-from .paths import ZARR_METADATA_NAMES
-from .plan import PyramidPlan
+from .ome.image import OmeZarrImage
+from .pyramid.plan import PyramidPlan
+from .untrusted import ZARR_METADATA_NAMES
 
 # Listing every chunk of a big level 0 would take longer than the estimate is worth.
 MAX_SAMPLED_FILES = 4096

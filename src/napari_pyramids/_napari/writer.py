@@ -1,6 +1,6 @@
 """The napari writer contribution: an image or labels layer as a new OME-Zarr with its pyramid.
 
-Thin over :func:`napari_pyramids.core.writer.write_new_image`.
+Thin over :func:`napari_pyramids.ome.writer.write_new_image`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .core.layers import NGFF_UNITS
-from .core.writer import write_new_image
+from ..ome.writer import write_new_image
+from .layers import NGFF_UNITS
 
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

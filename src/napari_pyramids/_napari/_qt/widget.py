@@ -1,6 +1,6 @@
 """The Pyramid Builder dock widget: pick a zarr layer, preview the pyramid, build it, reload.
 
-Everything it decides comes from :mod:`napari_pyramids.core` (defaults, plans, refusals,
+Everything it decides comes from :mod:`napari_pyramids` (defaults, plans, refusals,
 disk estimates, layer data); this module only wires controls, layers and the worker.
 Text that may come from an image's metadata (layer names, paths, level names, errors) is
 shown in plain-text labels and escaped in notifications, never interpreted as markup, with
@@ -36,13 +36,18 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import QSizePolicy
 
-from ._worker import BuildWorker, build_worker
-from .core.api import lazy_pyramid
-from .core.downsample import EDGES, METHODS
-from .core.errors import PyramidError, visible_text
-from .core.estimate import compression_ratio, disk_estimate
-from .core.image import OmeZarrImage, open_image, read_array_info
-from .core.layers import (
+from ...api import lazy_pyramid
+from ...errors import PyramidError, visible_text
+from ...estimate import compression_ratio, disk_estimate
+from ...ome.image import OmeZarrImage, open_image, read_array_info
+from ...options import (
+    BuildRequest,
+    default_request,
+    parse_chunksize,
+    plan_request,
+)
+from ...pyramid.reduce import EDGES, METHODS
+from ..layers import (
     CHANNEL_KEY,
     PATH_KEY,
     PREVIEW_KEY,
@@ -52,12 +57,7 @@ from .core.layers import (
     labels_layer,
     layer_data,
 )
-from .core.request import (
-    BuildRequest,
-    default_request,
-    parse_chunksize,
-    plan_request,
-)
+from .worker import BuildWorker, build_worker
 
 try:  # private in napari, stable since 0.4.16: gives reloaded layers their source path
     from napari.layers._source import layer_source

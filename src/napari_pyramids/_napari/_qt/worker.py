@@ -11,7 +11,7 @@ from typing import Any
 
 from napari.qt.threading import GeneratorWorker, create_worker
 
-from .core.engine import iter_build
+from ...engine import iter_build
 
 
 class BuildWorker(GeneratorWorker):
@@ -47,7 +47,7 @@ class BuildWorker(GeneratorWorker):
 
 
 def build_worker(zarrurl: str, **params: Any) -> BuildWorker:
-    """A worker (not started) running :func:`~napari_pyramids.core.engine.iter_build`.
+    """A worker (not started) running :func:`~napari_pyramids.engine.iter_build`.
 
     Connect its signals, then call ``start()``. ``params`` are those of ``iter_build``.
     """

@@ -11,19 +11,11 @@ from typing import Any
 
 import dask.array as da
 
-from .downsample import coarsen, output_length
-from .image import OmeZarrImage
-from .zarrread import open_array_checked
+from .reduce import coarsen, output_length
 
 # Coarse levels merge their ever smaller chunks back to about this many pixels per axis, so
 # a preview of a big plane is a few hundred tasks, not tens of thousands.
 MIN_PREVIEW_CHUNK = 256
-
-
-def open_level(image: OmeZarrImage, path: str) -> da.Array:
-    """A stored level of ``image`` as a read-only dask array (one dask chunk per zarr unit)."""
-    array = open_array_checked(image.root / path)
-    return da.from_array(array, chunks=array.shards or array.chunks, name=False)
 
 
 def lazy_levels(

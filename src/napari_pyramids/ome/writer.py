@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .api import build_pyramid
-from .errors import PyramidError
+from ..api import build_pyramid
+from ..errors import PyramidError
+from ..options import default_request
 from .image import _AXIS_TYPES, default_axes, open_image
-from .request import default_request
 
 # Chunks of 512 px in Y and X and one plane deep read fast in napari at every zoom.
 _PLANE_CHUNK = 512

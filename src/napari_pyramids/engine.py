@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from .chunkio import ChunkArray, open_chunk_array
-from .downsample import coarsen, output_length
 from .errors import BuildCancelled, PyramidError
-from .image import open_image
-from .metadata import group_document_with, multiscale_with_levels
-from .plan import PyramidPlan, Stage, plan_pyramid
-from .store import (
+from .ome.image import open_image
+from .ome.metadata import group_document_with, multiscale_with_levels
+from .pyramid.plan import PyramidPlan, Stage, plan_pyramid
+from .pyramid.reduce import coarsen, output_length
+from .storage.chunkio import ChunkArray, open_chunk_array
+from .storage.transaction import (
     BuildFolder,
     ImageLock,
     encode_json,
@@ -87,7 +87,7 @@ def _open_array(
     # zarr-python is only needed for layouts chunkio does not read; importing it costs
     # ~0.1 s of every build's start-up otherwise.
     if not writable:
-        from .zarrread import open_array_checked
+        from .storage.zarrread import open_array_checked
 
         # Chunk files come from strangers: refuse /dev/zero links, FIFOs and giant files.
         return open_array_checked(path)
@@ -345,7 +345,7 @@ def iter_build(
 ) -> Generator[Progress, None, PyramidPlan]:
     """Build a pyramid, yielding progress after each block; returns the plan it carried out.
 
-    ``params`` are those of :func:`~napari_pyramids.core.plan.plan_pyramid`. The image is
+    ``params`` are those of :func:`~napari_pyramids.pyramid.plan.plan_pyramid`. The image is
     planned (every input checked) before anything is written, then locked, cleared of any
     interrupted build, planned again under the lock, written, and published. Closing the
     generator early cancels the build and restores the image.

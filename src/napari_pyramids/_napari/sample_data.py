@@ -102,7 +102,7 @@ def sample_data(size: int = 2048, zarr_format: int = 2) -> list:
     import atexit
     import shutil
 
-    from .core.layers import layer_data
+    from .layers import layer_data
 
     path = temporary_sample_image(zarr_format=zarr_format, size=size)
     atexit.register(shutil.rmtree, path.parent, ignore_errors=True)

@@ -1,6 +1,6 @@
 """The napari reader contribution: OME-Zarr images (NGFF 0.4 / 0.5) and their labels.
 
-Thin over :func:`napari_pyramids.core.layers.layer_data`, which returns plain layer tuples.
+Thin over :func:`napari_pyramids._napari.layers.layer_data`, which returns plain layer tuples.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .core.layers import LayerData, layer_data
+from .layers import LayerData, layer_data
 
 _GROUP_FILES = ("zarr.json", ".zattrs", ".zgroup")
 

@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ImageBusyError, PyramidError
-from .paths import (
+from ..errors import ImageBusyError, PyramidError
+from ..untrusted import (
     MAX_JSON_BYTES,
     MAX_JSON_CONTAINERS,
     MAX_JSON_VALUES,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import PyramidError
+from ..errors import PyramidError
 
 METHODS = ("mean", "median", "min", "max", "mode", "nearest")
 EDGES = ("trim", "keep")

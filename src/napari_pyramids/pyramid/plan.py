@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from .downsample import EDGES, METHODS, method_for_callable, output_length, working_memory
-from .errors import PyramidError
-from .image import OmeZarrImage, array_format
-from .metadata import dataset_entry, level_transforms
-from .paths import check_level_path, check_no_links, check_regular_file_for_write
+from ..errors import PyramidError
+from ..ome.image import OmeZarrImage, array_format
+from ..ome.metadata import dataset_entry, level_transforms
+from ..untrusted import check_level_path, check_no_links, check_regular_file_for_write
+from .reduce import EDGES, METHODS, method_for_callable, output_length, working_memory
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 MIN_MEMORY_BUDGET = 16 * 2**20

@@ -13,13 +13,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from ..errors import PyramidError
+from ..ome.image import OmeZarrImage
+from ..untrusted import MAX_ARRAY_JSON_BYTES, ZARR_METADATA_NAMES
 from .chunkio import check_chunk_file, chunk_file_limit
-from .errors import PyramidError
-from .paths import MAX_ARRAY_JSON_BYTES, ZARR_METADATA_NAMES
 
 
 class CheckedLocalStore(LocalStore):
@@ -109,3 +111,9 @@ def open_array_checked(folder: Path | str) -> CheckedArray:
     index = 16 * math.prod(u // c for u, c in zip(unit, array.chunks, strict=True)) + 4
     store.max_file_bytes = chunk_file_limit(math.prod(unit) * array.dtype.itemsize) + index
     return CheckedArray(array, store)
+
+
+def open_level(image: OmeZarrImage, path: str) -> da.Array:
+    """A stored level of ``image`` as a read-only dask array (one dask chunk per zarr unit)."""
+    array = open_array_checked(image.root / path)
+    return da.from_array(array, chunks=array.shards or array.chunks, name=False)

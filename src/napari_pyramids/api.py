@@ -8,8 +8,8 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from .engine import iter_build, run_build
-from .image import open_image
-from .plan import PyramidPlan, choose_method, level_factors, level_shapes
+from .ome.image import open_image
+from .pyramid.plan import PyramidPlan, choose_method, level_factors, level_shapes
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -137,7 +137,8 @@ def lazy_pyramid(
     Parameters are those of :func:`build_pyramid`.
     """
     # dask.array takes ~0.4 s to import: only previews pay for it, never a build.
-    from .lazy import lazy_levels, open_level
+    from .pyramid.lazy import lazy_levels
+    from .storage.zarrread import open_level
 
     image = open_image(zarrurl)
     _, aggregation = choose_method(image, method, aggregation_function, labels)

@@ -1,0 +1,1 @@
+"""The napari side: reader, writer, sample data, layer data, launch."""

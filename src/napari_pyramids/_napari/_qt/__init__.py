@@ -1,0 +1,1 @@
+"""Qt widgets and the build worker; the only modules that import Qt."""

@@ -1,0 +1,1 @@
+"""The OME-Zarr format: images read strictly from their metadata, multiscales written."""

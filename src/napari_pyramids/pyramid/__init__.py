@@ -1,0 +1,1 @@
+"""The pyramid math: methods and reducers, the validated plan, lazy levels."""

@@ -1,0 +1,1 @@
+"""Storage: reading and writing a level's write units, and the build transaction."""
