@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 import workload as wl  # noqa: E402
 from run import fresh_copy  # noqa: E402
 
-from napari_pyramids.ome.image import open_image  # noqa: E402
+from napari_pyramids.images import open_image  # noqa: E402
 from napari_pyramids.pyramid.plan import plan_pyramid  # noqa: E402
 from napari_pyramids.pyramid.reduce import coarsen  # noqa: E402
 from napari_pyramids.storage.chunkio import open_chunk_array  # noqa: E402

@@ -188,3 +188,16 @@ def tree_snapshot(root: Path) -> dict[str, str]:
             else:
                 snapshot[rel] = "dir"
     return snapshot
+
+
+def direct_array(path: Path) -> Any:
+    """The zarr array folder at ``path`` opened for direct chunk I/O, or None if its layout
+    is read through zarr-python."""
+    from napari_pyramids.ome.image import read_array_info
+    from napari_pyramids.storage import LocalStore
+    from napari_pyramids.storage.chunkio import open_chunk_array
+
+    path = Path(path)
+    store = LocalStore(path.parent)
+    info = read_array_info(store, path.name, store.array_format(path.name))
+    return open_chunk_array(store, path.name, info)

@@ -9,7 +9,8 @@ from ._version import __version__
 from .api import build_pyramid, lazy_pyramid
 from .engine import Progress, iter_build, run_build
 from .errors import BuildCancelled, ImageBusyError, PyramidError
-from .ome.image import OmeZarrImage, open_image
+from .images import open_image
+from .ome.image import OmeZarrImage
 from .pyramid.plan import LevelPlan, PyramidPlan, Stage, plan_pyramid
 
 __all__ = [

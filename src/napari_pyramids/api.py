@@ -8,7 +8,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from .engine import iter_build, run_build
-from .ome.image import open_image
+from .images import open_image
 from .pyramid.plan import PyramidPlan, choose_method, level_factors, level_shapes
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def lazy_pyramid(
     """
     # dask.array takes ~0.4 s to import: only previews pay for it, never a build.
     from .pyramid.lazy import lazy_levels
-    from .storage.zarrread import open_level
+    from .storage import open_level
 
     image = open_image(zarrurl)
     _, aggregation = choose_method(image, method, aggregation_function, labels)

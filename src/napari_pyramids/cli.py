@@ -111,15 +111,14 @@ def _build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .engine import iter_build
-    from .ome.image import open_image
+    from .images import open_image
     from .pyramid.plan import auto_num_levels, level_factors
-    from .storage.transaction import read_bytes
 
     image = open_image(args.zarrurl)
     levels: Any = args.levels
     if levels == "auto":
         levels = auto_num_levels(image, level_factors(image, args.factor, args.z_factor))
-    original = read_bytes(image.root / image.metadata_file)
+    original = _metadata_bytes(image)
     build = iter_build(
         args.zarrurl,
         scheduler=args.scheduler,
@@ -165,12 +164,17 @@ def _build(args: argparse.Namespace) -> int:
 
 def _published(image: Any, original: bytes | None, levels: int) -> bool:
     """Whether an interrupted build of ``image`` got as far as publishing ``levels`` levels."""
-    from .ome.image import open_image
-    from .storage.transaction import read_bytes
+    from .ome.image import read_image
 
-    if read_bytes(image.root / image.metadata_file) == original:
+    if _metadata_bytes(image) == original:
         return False  # rolled back, or never got to the publish
-    return len(open_image(image.root).level_paths) >= levels
+    return len(read_image(image.store).level_paths) >= levels
+
+
+def _metadata_bytes(image: Any) -> bytes | None:
+    from .untrusted import MAX_JSON_BYTES
+
+    return image.store.get(image.metadata_file, MAX_JSON_BYTES)
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -12,10 +12,7 @@ build and leaves the image exactly as it was.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
-import os
 import sys
 import uuid
 import warnings
@@ -28,19 +25,12 @@ from typing import Any
 import numpy as np
 
 from .errors import BuildCancelled, PyramidError
-from .ome.image import open_image
+from .images import open_image
+from .ome.image import parse_array_info, read_image
 from .ome.metadata import group_document_with, multiscale_with_levels
 from .pyramid.plan import PyramidPlan, Stage, plan_pyramid
 from .pyramid.reduce import coarsen, output_length
-from .storage.chunkio import ChunkArray, open_chunk_array
-from .storage.transaction import (
-    BuildFolder,
-    ImageLock,
-    encode_json,
-    has_leftovers,
-    recover,
-    storage_error,
-)
+from .storage import BuildTransaction, LevelArray, Store, encode_json, open_level_array
 
 # How long to try reaching a scheduler named on the command line before saying so.
 SCHEDULER_TIMEOUT = "10s"
@@ -60,73 +50,13 @@ class BlockTask:
     """Everything a worker (thread or remote process) needs to run the blocks of one stage."""
 
     stage: Stage
-    source: str
-    targets: tuple[str, ...]
+    source: LevelArray
+    targets: tuple[LevelArray, ...]
     factors: tuple[tuple[int, ...], ...]
     relative: tuple[tuple[int, ...], ...]
     aggregation: str | Callable[..., Any]
     edge: str
     write_empty_chunks: bool
-
-
-def _metadata_stamp(path: str) -> tuple[int, int]:
-    """Changes whenever the array's metadata is rewritten, so caches never serve stale arrays."""
-    for name in (".zarray", "zarr.json"):
-        try:
-            info = os.stat(os.path.join(path, name))
-        except FileNotFoundError:
-            continue
-        return info.st_mtime_ns, info.st_ino
-    return 0, 0
-
-
-@functools.lru_cache(maxsize=32)
-def _open_array(
-    path: str, writable: bool, write_empty_chunks: bool, stamp: tuple[int, int]
-) -> Any:
-    # zarr-python is only needed for layouts chunkio does not read; importing it costs
-    # ~0.1 s of every build's start-up otherwise.
-    if not writable:
-        from .storage.zarrread import open_array_checked
-
-        # Chunk files come from strangers: refuse /dev/zero links, FIFOs and giant files.
-        return open_array_checked(path)
-    import zarr
-    from zarr.storage import LocalStore
-
-    array = zarr.open_array(store=LocalStore(path), mode="r+")
-    # open_array drops its ``config`` argument when the array exists (zarr 3.1): set it after.
-    return array.with_config({"write_empty_chunks": write_empty_chunks})
-
-
-@functools.lru_cache(maxsize=32)
-def _open_direct(path: str, stamp: tuple[int, int]) -> ChunkArray | None:
-    return open_chunk_array(path)
-
-
-def read_region(path: str, region: tuple[slice, ...]) -> np.ndarray:
-    """The values of ``region`` of the array at ``path``: chunk files directly when possible."""
-    stamp = _metadata_stamp(path)
-    direct = _open_direct(path, stamp)
-    if direct is not None:
-        return direct.read(region)
-    return np.asarray(_open_array(path, False, False, stamp)[region])
-
-
-def write_region(
-    path: str, region: tuple[slice, ...], data: np.ndarray, write_empty_chunks: bool
-) -> None:
-    """Write whole chunks of the array at ``path``: chunk files directly when possible."""
-    stamp = _metadata_stamp(path)
-    direct = _open_direct(path, stamp)
-    if direct is not None:
-        direct.write(region, data, write_empty_chunks)
-        return
-    try:
-        _open_array(path, True, write_empty_chunks, stamp)[region] = data
-    except BaseException:
-        _settle_zarr_writes()
-        raise
 
 
 def run_block(task: BlockTask, index: int) -> int:
@@ -140,12 +70,12 @@ def run_block(task: BlockTask, index: int) -> int:
             slice(r.start // f, r.start // f + n)
             for r, f, n in zip(region, relative, block.shape, strict=True)
         )
-        write_region(target, out, block, task.write_empty_chunks)
+        target.write(out, block, task.write_empty_chunks)
     return index
 
 
 def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
-    """The block's first target level, reduced chunk by chunk when the source allows it.
+    """The block's first target level, reduced unit by unit when the source allows it.
 
     When the block covers whole source chunks (but at the array's far edge) and every chunk
     holds whole windows (chunk lengths divisible by the factors), each decoded chunk is
@@ -153,21 +83,18 @@ def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
     since windows never straddle chunks the values are the same. Callables get the whole
     block, as they may not be window-local.
     """
-    factors = task.factors[0]
-    direct = _open_direct(task.source, _metadata_stamp(task.source))
+    factors, source = task.factors[0], task.source
     if (
-        direct is None
-        or callable(task.aggregation)
-        or any(c % f for c, f in zip(direct.chunks, factors, strict=True))
-        or not _covers_whole_chunks(region, direct.chunks, direct.shape)
+        callable(task.aggregation)
+        or any(c % f for c, f in zip(source.chunks, factors, strict=True))
+        or not _covers_whole_chunks(region, source.chunks, source.shape)
     ):
-        block = read_region(task.source, region) if direct is None else direct.read(region)
-        return coarsen(block, factors, task.aggregation, task.edge)
+        return coarsen(source.read(region), factors, task.aggregation, task.edge)
     shape = tuple(
         output_length(r.stop - r.start, f, task.edge) for r, f in zip(region, factors, strict=True)
     )
-    out = np.empty(shape, dtype=direct.dtype)
-    for offset, part in direct.read_parts(region):
+    out = np.empty(shape, dtype=source.dtype)
+    for offset, part in source.read_parts(region):
         reduced = coarsen(part, factors, task.aggregation, task.edge)
         out[
             tuple(
@@ -187,41 +114,25 @@ def _covers_whole_chunks(
     )
 
 
-def _settle_zarr_writes() -> None:
-    """Wait for the chunk writes zarr still runs after one of them failed.
-
-    zarr gathers the chunk writes of one assignment without cancelling the others when one
-    fails (a full disk, say): they go on writing, and would recreate the build folder after
-    the failed build has removed it. Only once they are done may the build be undone.
-    """
-    try:
-        from zarr.core.sync import sync
-    except ImportError:  # pragma: no cover - a zarr without this module
-        return
-
-    async def others_done() -> None:
-        current = asyncio.current_task()
-        others = [t for t in asyncio.all_tasks() if t is not current]
-        await asyncio.gather(*others, return_exceptions=True)
-
-    with contextlib.suppress(Exception):
-        sync(others_done(), timeout=120)
-
-
-def block_tasks(plan: PyramidPlan, folder: BuildFolder) -> list[BlockTask]:
-    """The stage tasks of a plan, reading level 0 in place and writing into ``folder``."""
+def block_tasks(plan: PyramidPlan, transaction: BuildTransaction) -> list[BlockTask]:
+    """The stage tasks of a plan, reading level 0 in place and writing new levels unlisted."""
+    image = plan.image
+    arrays: dict[int, LevelArray] = {
+        0: open_level_array(image.store, image.level0.path, image.level0)
+    }
+    for level in plan.new_levels:
+        info = parse_array_info(level.path, image.zarr_format, level.document, level.path)
+        arrays[level.index] = open_level_array(
+            transaction.store, transaction.level_key(level.index), info
+        )
     tasks = []
     for stage in plan.stages:
-        if stage.source == 0:
-            source = str(plan.image.root / plan.levels[0].path)
-        else:
-            source = str(folder.level_path(stage.source))
         base = plan.levels[stage.source].cumulative
         tasks.append(
             BlockTask(
                 stage=stage,
-                source=source,
-                targets=tuple(str(folder.level_path(k)) for k in stage.targets),
+                source=arrays[stage.source],
+                targets=tuple(arrays[k] for k in stage.targets),
                 factors=tuple(plan.levels[k].factors for k in stage.targets),
                 relative=tuple(
                     tuple(c // b for c, b in zip(plan.levels[k].cumulative, base, strict=True))
@@ -331,7 +242,7 @@ def _extra_files(plan: PyramidPlan) -> list[tuple[str, bytes]]:
     for level in plan.new_levels:
         for parent, parent0 in zip(Path(level.path).parents[:-1], parents0, strict=False):
             entry = (f"{parent}/{name}", encode_json(document))
-            if (image.root / parent0 / name).is_file() and entry not in files:
+            if image.store.is_file(f"{parent0}/{name}") and entry not in files:
                 files.append(entry)
     return files
 
@@ -351,37 +262,36 @@ def iter_build(
     generator early cancels the build and restores the image.
     """
     image = open_image(zarrurl)
+    store = image.store
     try:
         plan: PyramidPlan | None = plan_pyramid(image, **params)
     except PyramidError:
-        # Levels an interrupted build renamed into place look like existing levels until
-        # its journal is replayed, which needs the lock: decide there (and clean up).
-        if not has_leftovers(image.root):
+        # Levels an interrupted build published look like existing levels until its
+        # journal is replayed, which needs the lock: decide there (and clean up).
+        if not store.has_leftovers():
             raise
         plan = None
     if plan is not None and not plan.new_levels:
         return plan
-    root = image.root
     build_id = uuid.uuid4().hex[:12]
-    with ImageLock(root, build_id):
-        try:
-            recover(root)
-        except OSError as exc:
-            raise storage_error(exc, root) from exc
-        plan = plan_pyramid(open_image(root), **params)
+    with store.lock(build_id):
+        store.recover()
+        plan = plan_pyramid(read_image(store), **params)
         if not plan.new_levels:
             return plan
-        aside = [*plan.replaced, *(p for p in plan.dropped if os.path.lexists(root / p))]
+        aside = [*plan.replaced, *(p for p in plan.dropped if store.exists(p))]
         _check_level0_untouched(plan, aside)
         # Hide every listed level while levels move: the original metadata may list a path
         # that is about to be replaced, even one missing on disk.
         lists_levels = plan.image.has_multiscales and len(plan.image.level_paths) > 1
-        folder = BuildFolder(root, build_id, plan.image.metadata_file)
+        transaction = store.begin_build(build_id, plan.image.metadata_file)
         try:
-            folder.create()
-            yield from _write_levels(plan, folder, executor, scheduler)
+            transaction.create(
+                [(lv.index, lv.document) for lv in plan.new_levels], plan.image.zarr_format
+            )
+            yield from _write_levels(plan, transaction, executor, scheduler)
             yield Progress(plan.total_blocks, plan.total_blocks, "publishing")
-            folder.publish(
+            transaction.publish(
                 new_levels=[(lv.index, lv.path) for lv in plan.new_levels],
                 aside=aside,
                 intermediate=_intermediate_document(plan) if aside or lists_levels else None,
@@ -389,18 +299,11 @@ def iter_build(
                 extra_files=_extra_files(plan),
             )
         except OSError as exc:
-            raise storage_error(exc, root) from exc
+            raise store.write_error(exc) from exc
         finally:
-            if not folder.committed:
-                _undo(root)
-        try:
-            folder.remove()
-        except OSError as exc:
-            warnings.warn(
-                f"{folder.path}: the pyramid is built but its build folder could not be "
-                f"removed ({exc.strerror}); the next build of this image removes it",
-                stacklevel=2,
-            )
+            if not transaction.committed:
+                _undo(store)
+        transaction.finish()
     yield Progress(plan.total_blocks, plan.total_blocks, "done")
     return plan
 
@@ -416,24 +319,25 @@ def _check_level0_untouched(plan: PyramidPlan, aside: list[str]) -> None:
             )
 
 
-def _undo(root: Path) -> None:
+def _undo(store: Store) -> None:
     """Roll back an unfinished build; if even that fails, the next build will."""
     try:
-        recover(root)
-    except OSError as exc:
+        store.recover()
+    except PyramidError as exc:
         warnings.warn(
-            f"{root}: the interrupted build could not be undone yet ({exc.strerror}); the "
+            f"{store.describe()}: the interrupted build could not be undone yet ({exc}); the "
             "image lists only complete levels, and the next build of it finishes the undo",
             stacklevel=3,
         )
 
 
 def _write_levels(
-    plan: PyramidPlan, folder: BuildFolder, executor: Executor | None, scheduler: str | None
+    plan: PyramidPlan,
+    transaction: BuildTransaction,
+    executor: Executor | None,
+    scheduler: str | None,
 ) -> Generator[Progress, None, None]:
-    for level in plan.new_levels:
-        folder.write_level_document(level.index, level.document, plan.image.zarr_format)
-    tasks = block_tasks(plan, folder)
+    tasks = block_tasks(plan, transaction)
     done, total = 0, plan.total_blocks
     yield Progress(done, total, "writing")
     context = (

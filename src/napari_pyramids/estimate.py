@@ -8,10 +8,7 @@ enough to warn before a build fills a disk.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 from .ome.image import OmeZarrImage
 from .pyramid.plan import PyramidPlan
@@ -42,23 +39,16 @@ def compression_ratio(image: OmeZarrImage, max_files: int = MAX_SAMPLED_FILES) -
     Returns None when level 0 has no chunk file yet (all fill value). Links are not
     followed, so a crafted image cannot send the walk elsewhere.
     """
-    folder = image.root / image.level0.path
     unit = image.level0.shards or image.level0.chunks
     unit_bytes = math.prod(unit) * image.level0.dtype.itemsize
     stored, count = 0, 0
-    for directory, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            if name in ZARR_METADATA_NAMES:
-                continue
-            try:
-                info = os.lstat(os.path.join(directory, name))
-            except OSError:
-                continue
-            stored += info.st_size
-            count += 1
-            if count >= max_files:
-                return stored / (count * unit_bytes)
+    for key, size in image.store.objects(image.level0.path):
+        if key.rsplit("/", 1)[-1] in ZARR_METADATA_NAMES:
+            continue
+        stored += size
+        count += 1
+        if count >= max_files:
+            return stored / (count * unit_bytes)
     return stored / (count * unit_bytes) if count else None
 
 
@@ -76,11 +66,4 @@ def disk_estimate(plan: PyramidPlan, ratio: float | None = None) -> DiskEstimate
         units = math.prod(-(-n // u) for n, u in zip(level.shape, unit, strict=True))
         raw += units * math.prod(unit) * level.itemsize
     stored = int(raw * (ratio if ratio is not None else 1.0))
-    return DiskEstimate(raw, stored, ratio, _free_bytes(plan.image.root))
-
-
-def _free_bytes(root: Path) -> int | None:
-    try:
-        return shutil.disk_usage(root).free
-    except OSError:
-        return None
+    return DiskEstimate(raw, stored, ratio, plan.image.store.free_bytes())

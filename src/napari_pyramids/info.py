@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from .ome.image import open_image, read_array_info
-from .storage.transaction import leftover_builds
+from .images import open_image
+from .ome.image import read_array_info
 
 
 def _numbers(values: tuple[float, ...]) -> str:
@@ -26,7 +26,7 @@ def describe_image(zarrurl: str | os.PathLike[str]) -> str:
         lines.append("  no multiscales metadata: a bare array '0' (axes guessed from ndim)")
     transforms = [t for t in image.multiscale.get("datasets", [])]
     for k, path in enumerate(image.level_paths):
-        info = read_array_info(image.root, path, image.zarr_format)
+        info = read_array_info(image.store, path, image.zarr_format)
         shards = f" shards {info.shards}" if info.shards else ""
         translation = ""
         for t in transforms[k].get("coordinateTransformations", []) if transforms else []:
@@ -36,10 +36,10 @@ def describe_image(zarrurl: str | os.PathLike[str]) -> str:
             f"  level {k} {path!r}: shape {info.shape} chunks {info.chunks}{shards} "
             f"scale {_numbers(image.level_scales[k])}{translation} codec {info.codec_summary}"
         )
-    for folder in leftover_builds(image.root):
+    for name in image.store.leftovers():
         # A build killed while replacing levels lists level 0 alone until it is rolled back.
         lines.append(
-            f"  an interrupted build left {folder.name!r}: the next build of this image rolls "
+            f"  an interrupted build left {name!r}: the next build of this image rolls "
             "it back (run the same build again to finish it)"
         )
     return "\n".join(lines)

@@ -44,7 +44,7 @@ def finite_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def image_root(zarrurl: str | os.PathLike[str]) -> Path:
+def check_image_path(zarrurl: str | os.PathLike[str]) -> Path:
     """Return the image group folder named by the user, refusing what we cannot build in place."""
     if not isinstance(zarrurl, str | os.PathLike):
         raise PyramidError(
@@ -152,62 +152,32 @@ def check_regular_file_for_write(path: Path, what: str) -> None:
         raise PyramidError(f"{what}: {path} is not a regular file")
 
 
-def read_json(
-    path: Path,
+def parse_json(
+    raw: bytes,
     what: str,
-    max_bytes: int = MAX_JSON_BYTES,
+    where: str,
     max_values: int = MAX_JSON_VALUES,
     max_containers: int = MAX_JSON_CONTAINERS,
-) -> Any | None:
-    """Read a small JSON document strictly; return None if the file does not exist.
+) -> Any:
+    """Parse a small JSON document strictly (``where`` names it in messages).
 
-    The file may be a link (reading through links is allowed) but must be a regular file: a
-    FIFO would block and ``/dev/zero`` never ends. Its size, its number of values and
-    containers (counted on the raw bytes, so before any Python object exists) and its depth
-    are capped, so that whatever a stranger wrote, parsing and copying it stays cheap.
+    Its number of values and containers (counted on the raw bytes, so before any Python
+    object exists) and its depth are capped, so that whatever a stranger wrote, parsing and
+    copying it stays cheap. The size cap is the store's (:meth:`Store.read_json`).
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise PyramidError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise PyramidError(
-                f"{what}: {path} is not a regular file; replace it by the metadata document"
-            )
-        # Read in pieces: one read(max_bytes) would allocate max_bytes for any small file.
-        parts, size = [], 0
-        while size <= max_bytes:
-            part = os.read(fd, min(2**20, max_bytes + 1 - size))
-            if not part:
-                break
-            parts.append(part)
-            size += len(part)
-        raw = b"".join(parts)
-    except OSError as exc:
-        raise PyramidError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(raw) > max_bytes:
-        raise PyramidError(
-            f"{what}: {path} holds more than {max_bytes} bytes, more than any zarr metadata "
-            "document; remove the extra content or restore the file"
-        )
     values, containers = raw.count(b",") + 1, raw.count(b"[") + raw.count(b"{")
     if values > max_values or containers > max_containers:
         kind = "JSON values" if values > max_values else "JSON objects and lists"
         limit = max_values if values > max_values else max_containers
         raise PyramidError(
-            f"{what}: {path} holds more than {limit} {kind}, far more than any zarr metadata "
+            f"{what}: {where} holds more than {limit} {kind}, far more than any zarr metadata "
             "document; remove the extra content or restore the file"
         )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PyramidError(
-            f"{what}: {path} is not UTF-8 text (bad byte at offset {exc.start}); "
+            f"{what}: {where} is not UTF-8 text (bad byte at offset {exc.start}); "
             "zarr metadata must be UTF-8 JSON. Fix or restore the file."
         ) from None
     too_deep = False
@@ -215,7 +185,7 @@ def read_json(
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PyramidError(
-            f"{what}: {path} is not valid JSON ({exc.msg} at line {exc.lineno}, column "
+            f"{what}: {where} is not valid JSON ({exc.msg} at line {exc.lineno}, column "
             f"{exc.colno}). Fix or restore the file."
         ) from None
     except RecursionError:
@@ -223,12 +193,12 @@ def read_json(
     except ValueError:
         # Python refuses to convert integers of more than 4300 digits (CVE-2020-10735).
         raise PyramidError(
-            f"{what}: {path} holds a number with thousands of digits, which no zarr metadata "
+            f"{what}: {where} holds a number with thousands of digits, which no zarr metadata "
             "needs. Fix or restore the file."
         ) from None
     if too_deep or _too_deep(document):
         raise PyramidError(
-            f"{what}: {path} is nested more than {MAX_JSON_DEPTH} levels deep, far more than "
+            f"{what}: {where} is nested more than {MAX_JSON_DEPTH} levels deep, far more than "
             "any zarr metadata document. Fix or restore the file."
         )
     return document

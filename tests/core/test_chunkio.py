@@ -13,10 +13,9 @@ from numcodecs import Blosc as NumcodecsBlosc
 from numcodecs import GZip, Zstd
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, TransposeCodec, ZstdCodec
 
-from imaging import reference_pyramid, write_image
-from napari_pyramids import PyramidError, build_pyramid, engine
-from napari_pyramids.storage import chunkio
-from napari_pyramids.storage.chunkio import open_chunk_array
+from imaging import direct_array, reference_pyramid, write_image
+from napari_pyramids import PyramidError, build_pyramid
+from napari_pyramids.storage import arrays
 
 SHAPE = (3, 37, 29)
 CHUNKS = (2, 8, 10)
@@ -103,7 +102,7 @@ def test_reads_equal_zarr_python_including_edges_and_missing_chunks(tmp_path, rn
     array = create(tmp_path / "a", layout, fill_value=7)
     data = sample(rng, array.dtype)
     array[:2, :20, :] = data[:2, :20, :]  # the rest stays unwritten: fill value
-    direct = open_chunk_array(tmp_path / "a")
+    direct = direct_array(tmp_path / "a")
     assert direct is not None
     np.testing.assert_array_equal(direct.read(whole(array)), array[...])
     region = (slice(1, 3), slice(5, 33), slice(3, 29))
@@ -118,7 +117,7 @@ def test_written_chunk_files_equal_zarr_python_byte_for_byte(tmp_path, rng, layo
     data = sample(rng, ours.dtype)
     data[:, :16, :10] = 0  # whole chunks equal to the fill value
     theirs.with_config({"write_empty_chunks": write_empty})[...] = data
-    direct = open_chunk_array(tmp_path / "ours")
+    direct = direct_array(tmp_path / "ours")
     direct.write(whole(ours), data, write_empty)
     assert chunk_files(tmp_path / "ours") == chunk_files(tmp_path / "theirs")
     np.testing.assert_array_equal(ours[...], data)
@@ -130,13 +129,13 @@ def test_negative_zero_float_chunks_are_kept_like_zarr_python(tmp_path):
     data = np.full(SHAPE, -0.0, dtype=np.float32)
     data[0, 0, 0] = 0.0
     theirs[...] = data
-    open_chunk_array(tmp_path / "ours").write(whole(ours), data, False)
+    direct_array(tmp_path / "ours").write(whole(ours), data, False)
     assert chunk_files(tmp_path / "ours") == chunk_files(tmp_path / "theirs")
 
 
 def test_region_must_cover_whole_chunks(tmp_path):
     create(tmp_path / "a", "v3-zstd")
-    direct = open_chunk_array(tmp_path / "a")
+    direct = direct_array(tmp_path / "a")
     with pytest.raises(ValueError, match="whole"):
         direct.write((slice(0, 2), slice(0, 4), slice(0, 10)), np.zeros((2, 4, 10)), True)
 
@@ -159,14 +158,14 @@ REFUSED = {
 def test_layouts_it_does_not_reproduce_fall_back_to_zarr_python(tmp_path, case):
     kwargs = {"dtype": "uint16", "fill_value": 0, **REFUSED[case]}
     zarr.create_array(str(tmp_path / "a"), shape=SHAPE, chunks=CHUNKS, **kwargs)
-    assert open_chunk_array(tmp_path / "a") is None
+    assert direct_array(tmp_path / "a") is None
 
 
 def test_arrays_travel_to_other_processes_by_path(tmp_path):
     import pickle
 
     create(tmp_path / "a", "v3-blosc")
-    direct = open_chunk_array(tmp_path / "a")
+    direct = direct_array(tmp_path / "a")
     again = pickle.loads(pickle.dumps(direct))
     assert again == direct
 
@@ -200,8 +199,7 @@ def test_direct_build_equals_zarr_python_build_and_numpy(
             compressor=compressor,
         )
     build_levels(paths["direct"], 4, method=method, edge=edge, workers=2)
-    monkeypatch.setattr(engine, "open_chunk_array", lambda path: None)
-    engine._open_direct.cache_clear()
+    monkeypatch.setattr(arrays, "open_chunk_array", lambda *args: None)
     build_levels(paths["zarr"], 4, method=method, edge=edge, workers=2)
     expected = reference_pyramid(data, (1, 1, 2, 2), 4, method, edge)
     for k in range(1, 4):
@@ -217,7 +215,7 @@ def test_chunks_not_holding_whole_windows_are_reduced_as_one_block(tmp_path, rng
     expected = reference_pyramid(data, (2, 2), 3, "mean", "keep")
     for k in (1, 2):
         np.testing.assert_array_equal(zarr.open_array(str(path / str(k)))[...], expected[k])
-    assert chunkio.open_chunk_array(path / "0") is not None
+    assert direct_array(path / "0") is not None
 
 
 @pytest.mark.parametrize("direct", [True, False])
@@ -226,8 +224,7 @@ def test_write_empty_chunks_true_writes_every_chunk(tmp_path, monkeypatch, direc
     data[:8, :8] = 9
     path = write_image(tmp_path / "img.zarr", data, chunks=(4, 4))
     if not direct:
-        monkeypatch.setattr(engine, "open_chunk_array", lambda path: None)
-        engine._open_direct.cache_clear()
+        monkeypatch.setattr(arrays, "open_chunk_array", lambda *args: None)
     build_pyramid(zarrurl=path, open_array_kwargs={"write_empty_chunks": True})
     files = [f for f in (path / "1").rglob("*") if f.is_file() and not f.name.startswith(".")]
     assert len(files) == 16
@@ -256,7 +253,7 @@ def test_a_chunk_inflating_past_its_size_is_refused_without_inflating_it(tmp_pat
         compressors=compressor, chunk_key_encoding={"name": "v2", "separator": "."},
     )  # fmt: skip
     array[...] = 1
-    direct = open_chunk_array(path)
+    direct = direct_array(path)
     assert direct is not None
     # 64 MiB of zeros in a few KiB: the same codec, 32768 times the chunk's 2 KiB.
     (path / "0.0").write_bytes(compressor.encode(np.zeros(32 * 2**20, np.uint16)))

@@ -35,7 +35,7 @@ from faultkit import (
 from imaging import tree_snapshot
 from napari_pyramids.api import build_pyramid
 from napari_pyramids.pyramid import plan
-from napari_pyramids.storage import chunkio
+from napari_pyramids.storage import LocalStore
 from napari_pyramids.storage import transaction as store
 from napari_pyramids.storage.transaction import StorageError
 
@@ -82,17 +82,18 @@ def chunk_writes_through(monkeypatch, write) -> None:
 
     ``write(path, size, do)`` may raise; ``do()`` performs the real write.
     """
-    real_put, real_file = zarr_local._put, chunkio.write_chunk_file
+    real_put, real_set = zarr_local._put, LocalStore.set
 
     def put(path, value, exclusive=False):
         size = len(value.as_buffer_like())
         return write(path, size, lambda: real_put(path, value, exclusive=exclusive))
 
-    def file(path, data):
-        return write(path, memoryview(data).nbytes, lambda: real_file(path, data))
+    def store_set(store, key, data):
+        size = memoryview(data).nbytes
+        return write(store.path(key), size, lambda: real_set(store, key, data))
 
     monkeypatch.setattr(zarr_local, "_put", put)
-    monkeypatch.setattr(chunkio, "write_chunk_file", file)
+    monkeypatch.setattr(LocalStore, "set", store_set)
 
 
 def test_chunk_writes_failing_after_n_bytes(scenario, tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ import zarr
 from faultkit import validate_ome, vector_pyramid
 from imaging import file_hashes, level_paths, reference_pyramid, write_image
 from napari_pyramids.api import build_pyramid
-from napari_pyramids.ome.image import open_image
+from napari_pyramids.images import open_image
 from napari_pyramids.pyramid.plan import plan_pyramid
 
 

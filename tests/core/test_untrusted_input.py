@@ -21,7 +21,7 @@ from crafted import CASES, DATA, HARMLESS, Case, folder_snapshot, read_doc
 from imaging import file_hashes, level_paths, reference_pyramid
 from napari_pyramids import build_pyramid
 from napari_pyramids.errors import PyramidError
-from napari_pyramids.ome.image import open_image
+from napari_pyramids.images import open_image
 from napari_pyramids.pyramid.plan import plan_pyramid
 
 BY_ID = {case.id: case for case in CASES}

@@ -23,9 +23,10 @@ from typing import Any
 import dask.array as da
 
 from ..errors import PyramidError
-from ..ome.image import OmeZarrImage, open_image, read_array_info
-from ..storage.zarrread import open_level
-from ..untrusted import check_level_path, finite_number, read_json
+from ..images import open_image
+from ..ome.image import OmeZarrImage, read_array_info
+from ..storage import LocalStore, open_level
+from ..untrusted import check_level_path, finite_number
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -93,7 +94,7 @@ def open_levels(image: OmeZarrImage) -> list[da.Array]:
     """Every level the metadata lists, as read-only dask arrays, checked against level 0."""
     levels = []
     for rel in image.level_paths:
-        info = read_array_info(image.root, rel, image.zarr_format)
+        info = read_array_info(image.store, rel, image.zarr_format)
         if len(info.shape) != image.ndim:
             raise PyramidError(
                 f"{image.root}: level {rel!r} has {len(info.shape)} dimensions but level 0 has "
@@ -179,7 +180,7 @@ def label_image_paths(root: Path) -> list[Path]:
     names: Any = None
     for doc_name in ("zarr.json", ".zattrs"):
         try:
-            doc = read_json(folder / doc_name, "labels group metadata")
+            doc = LocalStore(folder).read_json(doc_name, "labels group metadata")
         except PyramidError as exc:
             warnings.warn(f"labels skipped: {exc}", stacklevel=3)
             return []

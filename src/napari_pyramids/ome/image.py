@@ -9,18 +9,19 @@ document (same codecs, fill value, separators and dimension names by constructio
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import PyramidError
-from ..storage.chunkio import chunk_array_from_document
-from ..untrusted import MAX_ARRAY_JSON_BYTES, check_level_path, image_root, read_json
+from ..untrusted import MAX_ARRAY_JSON_BYTES, check_level_path
+
+if TYPE_CHECKING:
+    from ..storage.store import Store
 
 # Above this many voxels a shape is not an image anyone acquired but broken metadata
 # (2**48 voxels is 512 TiB of uint16).
@@ -63,6 +64,14 @@ class ArrayInfo:
     chunks: tuple[int, ...]
     shards: tuple[int, ...] | None
     document: dict[str, Any] = field(repr=False, compare=False)
+    # How chunk indices become keys: "c/" and "/" for v3's default encoding, "" and "." or
+    # "/" for v2 (and v3's "v2" encoding).
+    key_prefix: str = ""
+    separator: str = "."
+
+    def chunk_key(self, index: tuple[int, ...]) -> str:
+        """The key of the chunk (shard) at grid position ``index``, inside the array."""
+        return self.key_prefix + self.separator.join(map(str, index))
 
     @property
     def write_unit(self) -> tuple[int, ...]:
@@ -100,6 +109,7 @@ class OmeZarrImage:
     """An image group: its metadata document, axes, level paths and level 0."""
 
     root: Path
+    store: Store = field(repr=False, compare=False)
     zarr_format: int
     ngff_version: str
     metadata_file: str
@@ -168,13 +178,13 @@ class OmeZarrImage:
         return attrs
 
 
-def open_image(zarrurl: str | os.PathLike[str]) -> OmeZarrImage:
+def read_image(store: Store) -> OmeZarrImage:
     """Read an OME-Zarr image group's metadata and level 0, checking every entry.
 
     Parameters
     ----------
-    zarrurl
-        Path of the image group (the folder holding ``.zattrs`` or ``zarr.json``).
+    store
+        The image group's store (see :func:`napari_pyramids.images.open_image`).
 
     Returns
     -------
@@ -188,8 +198,8 @@ def open_image(zarrurl: str | os.PathLike[str]) -> OmeZarrImage:
         If the folder is not a zarr group, its metadata is malformed, or level 0 is missing
         or unsupported.
     """
-    root = image_root(zarrurl)
-    zarr_format, metadata_file, document = _read_group_document(root)
+    root = Path(store.describe())
+    zarr_format, metadata_file, document = _read_group_document(store, root)
     attrs = document if zarr_format == 2 else document.get("attributes", {})
     if not isinstance(attrs, dict):
         raise PyramidError(f"{root / metadata_file}: attributes must be a JSON object")
@@ -210,7 +220,7 @@ def open_image(zarrurl: str | os.PathLike[str]) -> OmeZarrImage:
         axes_json = multiscale.get("axes")
         has_multiscales = True
     else:
-        if array_format(root / "0") is None:
+        if store.array_format("0") is None:
             raise PyramidError(
                 f"{root} has no multiscales metadata and no array '0': it is not an OME-Zarr "
                 "image. Pass the image group (e.g. plate.zarr/B/03/0), not a plate or well."
@@ -219,14 +229,13 @@ def open_image(zarrurl: str | os.PathLike[str]) -> OmeZarrImage:
         level_paths, scales, translation0 = ("0",), None, None
         has_multiscales = False
 
-    level0 = read_array_info(root, level_paths[0], zarr_format)
+    level0 = read_array_info(store, level_paths[0], zarr_format)
     ndim = len(level0.shape)
     if not 2 <= ndim <= 5:
         raise PyramidError(
             f"{root}/{level0.path} has {ndim} dimensions; OME-Zarr images have 2 to 5 "
             "(t, c, z, y, x). Nothing was written."
         )
-    check_zarr_reads(root, level0)
     axes = _axes(root, axes_json, ndim) if has_multiscales else default_axes(ndim)
     if scales is None:
         scales = ((1.0,) * ndim,)
@@ -245,6 +254,7 @@ def open_image(zarrurl: str | os.PathLike[str]) -> OmeZarrImage:
         )
     return OmeZarrImage(
         root=root,
+        store=store,
         zarr_format=zarr_format,
         ngff_version=version,
         metadata_file=metadata_file,
@@ -256,7 +266,7 @@ def open_image(zarrurl: str | os.PathLike[str]) -> OmeZarrImage:
         level_scales=scales,
         level0=level0,
         translation0=translation0,
-        is_label=_is_label(root, ome),
+        is_label=_is_label(store, ome),
     )
 
 
@@ -265,8 +275,8 @@ def default_axes(ndim: int) -> tuple[Axis, ...]:
     return tuple(Axis(name, _AXIS_TYPES[name]) for name in _DEFAULT_AXES[ndim])
 
 
-def _read_group_document(root: Path) -> tuple[int, str, dict[str, Any]]:
-    v3 = read_json(root / "zarr.json", "group metadata")
+def _read_group_document(store: Store, root: Path) -> tuple[int, str, dict[str, Any]]:
+    v3 = store.read_json("zarr.json", "group metadata")
     if v3 is not None:
         if not isinstance(v3, dict):
             raise PyramidError(
@@ -282,14 +292,14 @@ def _read_group_document(root: Path) -> tuple[int, str, dict[str, Any]]:
                 "and node_type 'group')"
             )
         return 3, "zarr.json", v3
-    if read_json(root / ".zarray", "array metadata") is not None:
+    if store.read_json(".zarray", "array metadata") is not None:
         raise PyramidError(f"{root} is a zarr array, not an image group: pass its parent folder")
-    zgroup = read_json(root / ".zgroup", "group metadata")
-    zattrs = read_json(root / ".zattrs", "group attributes")
+    zgroup = store.read_json(".zgroup", "group metadata")
+    zattrs = store.read_json(".zattrs", "group attributes")
     if zgroup is None and zattrs is None:
-        if array_format(root / "0") is not None:
+        fmt = store.array_format("0")
+        if fmt is not None:
             # A bare array without group metadata: treat the folder as a v2/v3 group.
-            fmt = array_format(root / "0")
             return fmt, (".zattrs" if fmt == 2 else "zarr.json"), _empty_group(fmt)
         raise PyramidError(
             f"{root} is not a zarr group (no zarr.json, .zgroup or .zattrs): pass the folder "
@@ -308,15 +318,6 @@ def _empty_group(zarr_format: int) -> dict[str, Any]:
     if zarr_format == 2:
         return {}
     return {"zarr_format": 3, "node_type": "group", "attributes": {}}
-
-
-def array_format(folder: Path) -> int | None:
-    """The zarr format of the array in ``folder`` (2 or 3), or None if it holds none."""
-    if (folder / "zarr.json").is_file():
-        return 3
-    if (folder / ".zarray").is_file():
-        return 2
-    return None
 
 
 def _first_multiscale(
@@ -426,22 +427,22 @@ def _axes(root: Path, axes_json: Any, ndim: int) -> tuple[Axis, ...]:
     return tuple(axes)
 
 
-def _is_label(root: Path, ome: dict[str, Any]) -> bool:
+def _is_label(store: Store, ome: dict[str, Any]) -> bool:
     if "image-label" in ome:
         return True
-    parent = root.parent
-    if parent.name != "labels":
+    parent = store.parent()
+    if parent is None or parent.name() != "labels":
         return False
     for name in ("zarr.json", ".zattrs"):
         try:
-            doc = read_json(parent / name, "labels group metadata")
+            doc = parent.read_json(name, "labels group metadata")
         except PyramidError:
             return False
         # The parent group is outside the image and only a hint: any shape but the expected
         # one means "not a labels group", never a crash.
         attrs = _member(_member(doc, "attributes"), "ome") if name == "zarr.json" else doc
         labels = _member(attrs, "labels")
-        if isinstance(labels, list) and root.name in labels:
+        if isinstance(labels, list) and store.name() in labels:
             return True
     return False
 
@@ -461,10 +462,11 @@ def _int_list(value: Any, where: str, minimum: int) -> tuple[int, ...]:
     return tuple(value)
 
 
-def read_array_info(root: Path, rel: str, zarr_format: int) -> ArrayInfo:
+def read_array_info(store: Store, rel: str, zarr_format: int) -> ArrayInfo:
     """Parse the metadata document of array ``rel`` of a group, checking it strictly."""
+    root = Path(store.describe())
     folder = root / rel
-    found = array_format(folder)
+    found = store.array_format(rel)
     if found is None:
         raise PyramidError(
             f"{root}: the multiscales metadata lists level {rel!r} but {folder} holds no zarr "
@@ -476,14 +478,19 @@ def read_array_info(root: Path, rel: str, zarr_format: int) -> ArrayInfo:
             "OME-Zarr image keeps one format. Convert the image first."
         )
     name = ".zarray" if zarr_format == 2 else "zarr.json"
-    doc = read_json(folder / name, "array metadata", max_bytes=MAX_ARRAY_JSON_BYTES)
-    where = f"{folder / name}"
+    doc = store.read_json(f"{rel}/{name}", "array metadata", max_bytes=MAX_ARRAY_JSON_BYTES)
+    if zarr_format == 2:
+        # zarr reads an array's .zattrs too: it must be as harmless as any metadata.
+        store.read_json(f"{rel}/.zattrs", "array attributes", max_bytes=MAX_ARRAY_JSON_BYTES)
+    return parse_array_info(rel, zarr_format, doc, f"{folder / name}")
+
+
+def parse_array_info(rel: str, zarr_format: int, doc: Any, where: str) -> ArrayInfo:
+    """Check an array's metadata document strictly; ``where`` names it in messages."""
     if not isinstance(doc, dict):
         raise PyramidError(f"{where} must hold a JSON object. Fix or restore the file.")
     shape = _int_list(doc.get("shape"), f"{where}: shape", 0)
     if zarr_format == 2:
-        # zarr reads an array's .zattrs too: it must be as harmless as any metadata.
-        read_json(folder / ".zattrs", "array attributes", max_bytes=MAX_ARRAY_JSON_BYTES)
         dtype, chunks, shards = _v2_layout(doc, where)
     else:
         dtype, chunks, shards = _v3_layout(doc, where, len(shape))
@@ -509,7 +516,20 @@ def read_array_info(root: Path, rel: str, zarr_format: int) -> ArrayInfo:
             f"{where}: shape {shape} claims {voxels:.3g} voxels, more than the {MAX_VOXELS:.3g} "
             "a build can honour; the metadata is almost certainly wrong. Fix the shape."
         )
-    return ArrayInfo(rel, zarr_format, shape, dtype, chunks, shards, doc)
+    prefix, separator = _key_encoding(doc, zarr_format)
+    return ArrayInfo(rel, zarr_format, shape, dtype, chunks, shards, doc, prefix, separator)
+
+
+def _key_encoding(doc: dict[str, Any], zarr_format: int) -> tuple[str, str]:
+    """(prefix, separator) of chunk keys, from metadata the layout checks already accepted."""
+    if zarr_format == 2:
+        return "", doc.get("dimension_separator") or "."
+    encoding = doc["chunk_key_encoding"]
+    separator = (encoding.get("configuration") or {}).get("separator")
+    if encoding["name"] == "v2":
+        return "", separator or "."
+    separator = separator or "/"
+    return f"c{separator}", separator
 
 
 def _v2_layout(
@@ -625,28 +645,6 @@ def _check_fill_value(value: Any, where: str) -> None:
     raise PyramidError(
         f"{where}: fill_value {value!r:.80} is not a number. Fix the metadata (0 is usual)."
     )
-
-
-def check_zarr_reads(root: Path, info: ArrayInfo) -> None:
-    """Let zarr itself parse the metadata, so that nothing it rejects surfaces mid-build.
-
-    Only for layouts the engine reads through zarr-python: chunkio reads the others itself,
-    and importing zarr costs ~0.1 s of every build's start-up.
-    """
-    if chunk_array_from_document(root / info.path, info.zarr_format, info.document) is not None:
-        return
-    import zarr
-    from zarr.storage import LocalStore
-
-    name = ".zarray" if info.zarr_format == 2 else "zarr.json"
-    try:
-        zarr.open_array(store=LocalStore(root / info.path, read_only=True), mode="r")
-    except Exception as exc:  # zarr raises many types for metadata it refuses
-        detail = " ".join(str(exc).split())[:200]
-        raise PyramidError(
-            f"{root / info.path / name}: not supported by zarr {zarr.__version__} "
-            f"({type(exc).__name__}: {detail}). Fix the metadata or convert the image."
-        ) from None
 
 
 def _v2_dtype(value: Any, where: str) -> np.dtype:

@@ -19,8 +19,9 @@ import zarr
 
 from ..api import build_pyramid
 from ..errors import PyramidError
+from ..images import open_image
 from ..options import default_request
-from .image import _AXIS_TYPES, default_axes, open_image
+from .image import _AXIS_TYPES, default_axes
 
 # Chunks of 512 px in Y and X and one plane deep read fast in napari at every zoom.
 _PLANE_CHUNK = 512

@@ -15,15 +15,14 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import PyramidError
-from ..ome.image import OmeZarrImage, array_format
+from ..ome.image import OmeZarrImage
 from ..ome.metadata import dataset_entry, level_transforms
-from ..untrusted import check_level_path, check_no_links, check_regular_file_for_write
+from ..untrusted import check_level_path
 from .reduce import EDGES, METHODS, method_for_callable, output_length, working_memory
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
@@ -375,15 +374,15 @@ def _existing_levels(
     image: OmeZarrImage, new_paths: Sequence[str], overwrite: bool
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Paths the build replaces and listed levels it drops; refuses them without overwrite."""
-    root = image.root
+    root, store = image.root, image.store
     listed = list(image.level_paths[1:]) if image.has_multiscales else []
-    existing = [p for p in new_paths if os.path.lexists(root / p) or p in listed]
+    existing = [p for p in new_paths if store.exists(p) or p in listed]
     extra = [p for p in listed if p not in new_paths]
-    replaced = tuple(p for p in new_paths if os.path.lexists(root / p))
+    replaced = tuple(p for p in new_paths if store.exists(p))
     for p in extra:
-        check_no_links(root, p, "level to drop")
+        store.check_write_target(p, "level to drop", folder=True)
     for p in [*replaced, *extra]:
-        if os.path.lexists(root / p) and array_format(root / p) is None:
+        if store.exists(p) and store.array_format(p) is None:
             # Overwrite replaces pyramid levels, never whatever else sits at a level path or
             # whatever a stranger's metadata lists as a level (a labels group, a notes folder).
             raise PyramidError(
@@ -400,18 +399,6 @@ def _existing_levels(
     for p in extra:
         check_level_path(p, "existing level")
     return replaced, tuple(extra)
-
-
-def _check_parent_folders(root: Path, rel: str) -> None:
-    """Every existing parent of a new level path must be a folder (publish creates the rest)."""
-    current = root
-    for part in rel.split("/")[:-1]:
-        current = current / part
-        if os.path.lexists(current) and not current.is_dir():
-            raise PyramidError(
-                f"new level {rel!r} needs the folder {current}, but that is a file; move it "
-                "away and run again. Nothing was written."
-            )
 
 
 def _check_overlap(paths: Sequence[str]) -> None:
@@ -565,18 +552,16 @@ def plan_pyramid(
     budget = parse_memory_budget(memory_budget)
     workers = _integer(workers if workers is not None else _default_workers(), "workers", 1)
 
-    root = image.root
     level0 = image.level0
-    check_regular_file_for_write(root / image.metadata_file, "group metadata")
+    image.store.check_write_target(image.metadata_file, "group metadata", folder=False)
     if image.zarr_format == 2:
-        check_regular_file_for_write(root / ".zgroup", "group metadata")
+        image.store.check_write_target(".zgroup", "group metadata", folder=False)
     paths = [level0.path] + [level_path(level0.path, k) for k in range(1, len(shapes))]
     if level0.path in paths[1:]:
         raise PyramidError(f"a new level would replace level 0 {level0.path!r}; rename it")
     for p in paths[1:]:
         check_level_path(p, "new level")
-        check_no_links(root, p, "new level")
-        _check_parent_folders(root, p)
+        image.store.check_write_target(p, "new level", folder=True)
     _check_overlap([*paths, *image.level_paths])
     replaced, dropped = _existing_levels(image, paths[1:], overwrite)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import bz2
 import itertools
-import json
 import lzma
 import os
 import stat
@@ -39,7 +38,9 @@ import numcodecs
 import numpy as np
 
 from ..errors import PyramidError
+from ..ome.image import ArrayInfo
 from ..untrusted import finite_number
+from .store import OversizedError, Store, join
 
 _NUMERIC_V3 = {
     "uint8",
@@ -61,22 +62,35 @@ _BLOSC_TYPESIZE = tuple(int(p) for p in numcodecs.__version__.split(".")[:2]) >=
 
 @dataclass(frozen=True)
 class ChunkArray:
-    """A zarr array on local disk whose chunks this module reads and writes directly."""
+    """A zarr array whose chunks this module reads and writes directly through a store."""
 
-    path: str
-    shape: tuple[int, ...]
-    chunks: tuple[int, ...]
-    dtype: np.dtype
+    store: Store
+    key: str
+    info: ArrayInfo
     fill_value: Any
     codec: dict[str, Any] | None  # numcodecs configuration, None for no compression
-    key_prefix: str
-    separator: str
     bytes_input: bool = False
     _local: threading.local = field(default_factory=threading.local, compare=False, repr=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Sent to dask.distributed workers by path; each process re-reads the metadata.
-        return (_reopen, (self.path,))
+        # Sent to dask.distributed workers as its store, key and parsed metadata.
+        return (_reopen, (self.store, self.key, self.info))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.info.shape
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return self.info.chunks
+
+    @property
+    def write_unit(self) -> tuple[int, ...]:
+        return self.info.chunks
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.info.dtype
 
     @property
     def _codec(self) -> Any:
@@ -85,8 +99,8 @@ class ChunkArray:
             codec = self._local.codec = numcodecs.get_codec(dict(self.codec))
         return codec
 
-    def chunk_path(self, index: tuple[int, ...]) -> str:
-        return os.path.join(self.path, self.key_prefix + self.separator.join(map(str, index)))
+    def chunk_key(self, index: tuple[int, ...]) -> str:
+        return join(self.key, self.info.chunk_key(index))
 
     def chunk_region(self, index: tuple[int, ...]) -> tuple[slice, ...]:
         return tuple(
@@ -103,9 +117,9 @@ class ChunkArray:
 
     def read_chunk(self, index: tuple[int, ...]) -> np.ndarray:
         """The whole decoded chunk (edge chunks include their padding)."""
-        path = self.chunk_path(index)
+        key = self.chunk_key(index)
         out = np.empty(self.chunks, dtype=self.dtype)
-        raw = _read_chunk_file(path, chunk_file_limit(out.nbytes))
+        raw = read_unit(self.store, key, chunk_file_limit(out.nbytes))
         if raw is None:
             out[...] = self.fill_value
             return out
@@ -120,8 +134,9 @@ class ChunkArray:
         except (ValueError, RuntimeError, TypeError, OSError, EOFError, zlib.error) as exc:
             detail = " ".join(str(exc).split())[:160]
             raise PyramidError(
-                f"{self.path}: a chunk could not be read ({path}: {type(exc).__name__}: "
-                f"{detail}); the file is corrupt or crafted. Restore the image."
+                f"{self.store.describe(self.key)}: a chunk could not be read "
+                f"({self.store.describe(key)}: {type(exc).__name__}: {detail}); the file is "
+                "corrupt or crafted. Restore the image."
             ) from None
         return out
 
@@ -174,14 +189,7 @@ class ChunkArray:
         else:
             # As zarr-python: v2 compressors get the typed chunk, v3 codecs its bytes.
             encoded = self._codec.encode(raw if self.bytes_input else chunk)
-        write_chunk_file(self.chunk_path(index), encoded)
-
-
-def write_chunk_file(path: str, data: Any) -> None:
-    """Store one encoded chunk (its folder created as needed); the only write of this module."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.write(data)
+        self.store.set(self.chunk_key(index), encoded)
 
 
 def chunk_file_limit(chunk_bytes: int) -> int:
@@ -200,23 +208,19 @@ def check_chunk_file(path: str | os.PathLike[str], info: os.stat_result, limit: 
         )
 
 
-def _read_chunk_file(path: str, limit: int) -> bytes | None:
-    """A chunk file's bytes, or None if missing; refuses what no honest chunk file is.
+def read_unit(store: Store, key: str, limit: int) -> bytes | None:
+    """A chunk's (shard's) bytes, or None if missing; refuses what no honest one is.
 
-    Chunk files come from strangers: one linked to ``/dev/zero`` never ends, a FIFO blocks
-    (hence O_NONBLOCK, and checks on the opened file, not on its name), and a sparse file of
-    gigabytes costs no disk space but all of that memory to read.
+    Chunk files come from strangers: the store refuses a link to ``/dev/zero`` or a FIFO,
+    and a sparse file of gigabytes costs no disk space but all of that memory to read.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        check_chunk_file(path, os.fstat(fd), limit)
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read(limit + 1)
-    finally:
-        os.close(fd)
+        return store.get(key, limit)
+    except OversizedError as exc:
+        raise PyramidError(
+            f"{exc.where} is {exc.size} bytes, more than any chunk of this array can take "
+            f"({limit}); the file is corrupt or crafted. Restore it."
+        ) from None
 
 
 # Decompressors that stream with an output cap: a small crafted chunk must not inflate to
@@ -262,127 +266,73 @@ def _all_fill(chunk: np.ndarray, fill_value: Any) -> bool:
     return bool(flat[0] == fill_value) and bool(np.all(flat == fill_value))
 
 
-def _reopen(path: str) -> ChunkArray:
-    array = open_chunk_array(path)
-    if array is None:  # pragma: no cover - the metadata changed under a running build
-        raise ValueError(f"{path} no longer has a layout this engine reads directly")
+def _reopen(store: Store, key: str, info: ArrayInfo) -> ChunkArray:
+    array = open_chunk_array(store, key, info)
+    if array is None:  # pragma: no cover - pickled only once opened
+        raise ValueError(f"{key} no longer has a layout this engine reads directly")
     return array
 
 
-def open_chunk_array(path: str | os.PathLike[str]) -> ChunkArray | None:
-    """The array at ``path`` for direct chunk access, or None if its layout is not supported."""
-    path = os.fspath(path)
-    for zarr_format, name in ((2, ".zarray"), (3, "zarr.json")):
-        if os.path.isfile(os.path.join(path, name)):
-            try:
-                with open(os.path.join(path, name), "rb") as f:
-                    document = json.load(f)
-            except (OSError, ValueError):
-                return None
-            return chunk_array_from_document(path, zarr_format, document)
-    return None
+def open_chunk_array(store: Store, key: str, info: ArrayInfo) -> ChunkArray | None:
+    """The array at ``key`` for direct chunk access, or None if its layout is not supported."""
+    if not supports(info):
+        return None
+    codec = _codec_config(info)
+    fill = info.dtype.type(info.document["fill_value"])
+    return ChunkArray(store, key, info, fill, codec, info.zarr_format == 3)  # type: ignore[arg-type]
 
 
-def chunk_array_from_document(
-    path: str | os.PathLike[str], zarr_format: int, document: Any
-) -> ChunkArray | None:
-    """The array at ``path`` described by its parsed metadata ``document``, or None if its
-    layout is not supported."""
+def supports(info: ArrayInfo) -> bool:
+    """Whether this module reproduces the layout of ``info`` exactly.
+
+    ``info`` is the strictly parsed metadata (:func:`~napari_pyramids.ome.image.
+    read_array_info`); what is left to decide is whether its codecs, order, byte order and
+    fill value are ones handled here.
+    """
+    if info.shards is not None or not finite_number(info.document.get("fill_value")):
+        return False
+    return _codec_config(info) is not False
+
+
+def _codec_config(info: ArrayInfo) -> dict[str, Any] | bool | None:
     try:
-        build = _from_v2 if zarr_format == 2 else _from_v3
-        return build(os.fspath(path), document)
+        if info.zarr_format == 2:
+            return _v2_codec(info.document, info.dtype)
+        return _v3_codec(info.document, info.dtype)
     except (ValueError, TypeError, KeyError, AttributeError):
-        return None
+        return False
 
 
-def _dtype_v2(text: Any) -> np.dtype | None:
-    if not isinstance(text, str) or len(text) < 3 or text[0] not in "<|":
-        return None
-    dtype = np.dtype(text)
-    if dtype.kind not in "iuf" or (dtype.itemsize > 1 and text[0] != "<"):
-        return None
-    return dtype
-
-
-def _shape(values: Any) -> tuple[int, ...] | None:
-    if not isinstance(values, list) or not values:
-        return None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
-        return None
-    return tuple(values)
-
-
-def _from_v2(path: str, doc: dict[str, Any]) -> ChunkArray | None:
-    dtype = _dtype_v2(doc.get("dtype"))
-    shape, chunks = _shape(doc.get("shape")), _shape(doc.get("chunks"))
-    fill = doc.get("fill_value")
-    separator = doc.get("dimension_separator") or "."
+def _v2_codec(doc: dict[str, Any], dtype: np.dtype) -> dict[str, Any] | bool | None:
+    """The numcodecs configuration of a v2 compressor; None: none; False: unsupported."""
+    text = doc.get("dtype")
     compressor = doc.get("compressor")
     if (
-        doc.get("zarr_format") != 2
-        or dtype is None
-        or shape is None
-        or chunks is None
-        or len(shape) != len(chunks)
+        dtype.kind not in "iuf"
+        or (dtype.itemsize > 1 and not str(text).startswith("<"))
         or doc.get("order") != "C"
         or doc.get("filters") not in (None, [])
-        or not finite_number(fill)
-        or separator not in (".", "/")
         or (compressor is not None and not isinstance(compressor, dict))
     ):
+        return False
+    if compressor is None:
         return None
-    if compressor is not None:
-        if compressor.get("id") not in _OUT_CHECKED | set(_STREAMING):
-            return None  # a codec whose output we cannot cap: zarr-python reads it
-        numcodecs.get_codec(dict(compressor))
-    return ChunkArray(path, shape, chunks, dtype, dtype.type(fill), compressor, "", separator)
+    if compressor.get("id") not in _OUT_CHECKED | set(_STREAMING):
+        return False  # a codec whose output we cannot cap: zarr-python reads it
+    numcodecs.get_codec(dict(compressor))
+    return compressor
 
 
-def _from_v3(path: str, doc: dict[str, Any]) -> ChunkArray | None:
-    data_type = doc.get("data_type")
-    shape = _shape(doc.get("shape"))
-    grid = doc.get("chunk_grid") or {}
-    chunks = _shape((grid.get("configuration") or {}).get("chunk_shape"))
-    fill = doc.get("fill_value")
-    if (
-        doc.get("zarr_format") != 3
-        or doc.get("node_type") != "array"
-        or data_type not in _NUMERIC_V3
-        or shape is None
-        or chunks is None
-        or len(shape) != len(chunks)
-        or grid.get("name") != "regular"
-        or doc.get("storage_transformers") not in (None, [])
-        or not finite_number(fill)
-    ):
-        return None
-    dtype = np.dtype(data_type).newbyteorder("<")
-    keys = _v3_keys(doc.get("chunk_key_encoding"), len(shape))
-    codec = _v3_codec(doc.get("codecs"), dtype)
-    if keys is None or codec is False:
-        return None
-    prefix, separator = keys
-    return ChunkArray(path, shape, chunks, dtype, dtype.type(fill), codec, prefix, separator, True)
-
-
-def _v3_keys(encoding: Any, ndim: int) -> tuple[str, str] | None:
-    """(prefix, separator) of the chunk keys."""
-    if not isinstance(encoding, dict):
-        return None
-    name = encoding.get("name")
-    separator = (encoding.get("configuration") or {}).get("separator")
-    if name == "default":
-        separator = separator or "/"
-        return (f"c{separator}", separator) if separator in ("/", ".") else None
-    if name == "v2":
-        separator = separator or "."
-        return ("", separator) if separator in ("/", ".") else None
-    return None
-
-
-def _v3_codec(codecs: Any, dtype: np.dtype) -> dict[str, Any] | bool | None:
+def _v3_codec(doc: dict[str, Any], dtype: np.dtype) -> dict[str, Any] | bool | None:
     """The numcodecs configuration of a v3 codec chain; None: none; False: unsupported."""
-    if not isinstance(codecs, list) or not codecs or not isinstance(codecs[0], dict):
+    codecs = doc.get("codecs")
+    if (
+        str(doc.get("data_type")) not in _NUMERIC_V3
+        or doc.get("storage_transformers") not in (None, [])
+        or not isinstance(codecs, list)
+        or not codecs
+        or not isinstance(codecs[0], dict)
+    ):
         return False
     first = codecs[0]
     endian = (first.get("configuration") or {}).get("endian")

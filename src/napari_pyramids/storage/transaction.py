@@ -48,8 +48,8 @@ from ..untrusted import (
     MAX_JSON_CONTAINERS,
     MAX_JSON_VALUES,
     journal_problem,
-    read_json,
 )
+from .store import BuildTransaction, LocalStore, encode_json
 
 TOOL = "napari-pyramids"
 LOCK_NAME = ".napari-pyramids.lock"
@@ -87,10 +87,6 @@ def storage_error(exc: OSError, root: Path) -> StorageError:
 
 def sha256(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
-
-
-def encode_json(document: Any) -> bytes:
-    return (json.dumps(document, indent=2, allow_nan=True) + "\n").encode("utf-8")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -276,25 +272,32 @@ class Journal:
         }
 
 
-class BuildFolder:
-    """The hidden folder of one build inside the image group."""
+class BuildFolder(BuildTransaction):
+    """The hidden folder of one build inside the image group, published by rename."""
 
-    def __init__(self, root: Path, build_id: str, metadata_file: str) -> None:
-        self.root = root
-        self.path = root / f"{BUILD_PREFIX}{build_id}"
+    def __init__(self, store: LocalStore, build_id: str, metadata_file: str) -> None:
+        self.store = store
+        self.root = root = store.root
+        self.name = f"{BUILD_PREFIX}{build_id}"
+        self.path = root / self.name
         self.journal = Journal(build_id, metadata_file, read_bytes(root / metadata_file))
         # True once the final metadata is in place: from then on the build has happened.
         self.committed = False
 
+    def level_key(self, index: int) -> str:
+        return f"{self.name}/levels/{index}"
+
     def level_path(self, index: int) -> Path:
         return self.path / "levels" / str(index)
 
-    def create(self) -> None:
+    def create(self, documents: Sequence[tuple[int, dict[str, Any]]], zarr_format: int) -> None:
         os.mkdir(self.path)
         # The journal first: from here on the folder is recognisably ours (see recover).
         self.save()
         for name in SKELETON:
             os.mkdir(self.path / name)
+        for index, document in documents:
+            self.write_level_document(index, document, zarr_format)
 
     def save(self) -> None:
         atomic_write(self.path / JOURNAL, encode_json(self.journal.to_json()), self.path)
@@ -360,6 +363,16 @@ class BuildFolder:
     def remove(self) -> None:
         remove_build_folder(self.path)
 
+    def finish(self) -> None:
+        try:
+            self.remove()
+        except OSError as exc:
+            warnings.warn(
+                f"{self.path}: the pyramid is built but its build folder could not be "
+                f"removed ({exc.strerror}); the next build of this image removes it",
+                stacklevel=3,
+            )
+
 
 def remove_build_folder(path: Path) -> None:
     """Delete a build folder, its journal last, so a half-deleted folder stays recognisable."""
@@ -422,7 +435,7 @@ def recover(root: Path) -> list[str]:
         try:
             # The journal lies inside the image, so a stranger may have forged it: read it
             # with the caps of any untrusted metadata (no FIFO, no /dev/zero, no JSON bomb).
-            record = read_json(folder / JOURNAL, "build journal", **_JOURNAL_LIMITS)
+            record = LocalStore(folder).read_json(JOURNAL, "build journal", **_JOURNAL_LIMITS)
             if record is None:
                 raise FileNotFoundError(folder / JOURNAL)
             ours = isinstance(record, dict) and record.get("tool") == TOOL

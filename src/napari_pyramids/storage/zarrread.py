@@ -13,15 +13,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
 from ..errors import PyramidError
-from ..ome.image import OmeZarrImage
 from ..untrusted import MAX_ARRAY_JSON_BYTES, ZARR_METADATA_NAMES
 from .chunkio import check_chunk_file, chunk_file_limit
+from .store import Store
 
 
 class CheckedLocalStore(LocalStore):
@@ -97,7 +96,7 @@ class CheckedArray:
             ) from None
 
 
-def open_array_checked(folder: Path | str) -> CheckedArray:
+def open_array_checked(store: Store, key: str) -> CheckedArray:
     """Open a stored array read-only, refusing chunk files bigger than its chunks can be.
 
     The cap is the uncompressed size of one chunk (one shard, with its index) plus a quarter
@@ -105,15 +104,9 @@ def open_array_checked(folder: Path | str) -> CheckedArray:
     """
     # Metadata files have their own cap, so the store can read them before the chunk cap
     # is known.
-    store = CheckedLocalStore(folder)
-    array = zarr.open_array(store=store, mode="r")
+    checked = store.zarr_store(key, read_only=True)
+    array = zarr.open_array(store=checked, mode="r")
     unit = array.shards or array.chunks
     index = 16 * math.prod(u // c for u, c in zip(unit, array.chunks, strict=True)) + 4
-    store.max_file_bytes = chunk_file_limit(math.prod(unit) * array.dtype.itemsize) + index
-    return CheckedArray(array, store)
-
-
-def open_level(image: OmeZarrImage, path: str) -> da.Array:
-    """A stored level of ``image`` as a read-only dask array (one dask chunk per zarr unit)."""
-    array = open_array_checked(image.root / path)
-    return da.from_array(array, chunks=array.shards or array.chunks, name=False)
+    checked.max_file_bytes = chunk_file_limit(math.prod(unit) * array.dtype.itemsize) + index
+    return CheckedArray(array, checked)

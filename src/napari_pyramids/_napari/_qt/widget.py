@@ -39,7 +39,8 @@ from qtpy.QtWidgets import QSizePolicy
 from ...api import lazy_pyramid
 from ...errors import PyramidError, visible_text
 from ...estimate import compression_ratio, disk_estimate
-from ...ome.image import OmeZarrImage, open_image, read_array_info
+from ...images import open_image
+from ...ome.image import OmeZarrImage, read_array_info
 from ...options import (
     BuildRequest,
     default_request,
@@ -107,7 +108,7 @@ def describe_on_disk(image: OmeZarrImage) -> str:
     sizes = []
     for path in image.level_paths:
         try:
-            info = read_array_info(image.root, path, image.zarr_format)
+            info = read_array_info(image.store, path, image.zarr_format)
             sizes.append("×".join(str(info.shape[i]) for i in image.yx_axes))
         except PyramidError:
             sizes.append("missing")

@@ -1,0 +1,343 @@
+"""The storage seam: the keys of one image, on a local disk or (next) an object store.
+
+Everything above this module (the format parser, the planner, the engine, the preview) reads
+and writes an image through a :class:`Store`: keys relative to the image group, joined with
+``/`` as zarr names them. A store knows how to fetch a key without trusting it (a chunk file
+linked to ``/dev/zero`` or a FIFO, a sparse file of gigabytes), how to write one, and what
+the keys' names are for a person (a path or a URL). Where the image's bytes live is decided
+once, by :func:`open_store`.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import shutil
+import stat
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from ..errors import PyramidError
+from ..untrusted import (
+    MAX_JSON_BYTES,
+    check_image_path,
+    check_no_links,
+    check_regular_file_for_write,
+    parse_json,
+)
+
+# The files zarr v2 and v3 keep for arrays, by zarr format.
+ARRAY_METADATA = {2: ".zarray", 3: "zarr.json"}
+# Never block on a FIFO, never leak the descriptor into a child, never translate newlines
+# (Windows' text mode): each flag where the platform has it.
+_UNTRUSTED_READ = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+class OversizedError(PyramidError):
+    """A stored object is larger than any honest object of its kind can be."""
+
+    def __init__(self, where: str, size: int, limit: int) -> None:
+        super().__init__(f"{where} is {size} bytes, more than the {limit} expected")
+        self.where, self.size, self.limit = where, size, limit
+
+
+class Store(abc.ABC):
+    """The keys of one image group: what the engine, planner and preview read and write."""
+
+    @abc.abstractmethod
+    def describe(self, key: str = "") -> str:
+        """Where ``key`` is, for messages (a path or a URL)."""
+
+    @abc.abstractmethod
+    def get(self, key: str, max_bytes: int) -> bytes | None:
+        """The bytes of ``key``, or None if it does not exist.
+
+        Raises :class:`OversizedError` above ``max_bytes`` (without reading past it) and
+        :class:`PyramidError` for something no honest key is (a FIFO, a device).
+        """
+
+    @abc.abstractmethod
+    def set(self, key: str, data: Any) -> None:
+        """Store ``data`` (bytes-like) under ``key``, creating what holds it."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether anything (an object, a file, a folder, a link) is stored at ``key``."""
+
+    @abc.abstractmethod
+    def objects(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size) of the objects under ``prefix``, in key order; links not followed."""
+
+    @abc.abstractmethod
+    def free_bytes(self) -> int | None:
+        """Space left for new levels, if the storage can tell."""
+
+    @abc.abstractmethod
+    def parent(self) -> Store | None:
+        """The store of the group holding this one, if there is one to read."""
+
+    @abc.abstractmethod
+    def name(self) -> str:
+        """The image group's own name (the last component of its path or URL)."""
+
+    @abc.abstractmethod
+    def zarr_store(self, prefix: str, read_only: bool, max_file_bytes: int | None = None) -> Any:
+        """A zarr-python store of the array at ``prefix``, for layouts read through zarr."""
+
+    @abc.abstractmethod
+    def check_write_target(self, key: str, what: str, folder: bool) -> None:
+        """Refuse a key a build would write (a level folder, a metadata file) unless the
+        write provably lands inside the image: no link on the way, nothing of the wrong kind
+        in the way. Raises PyramidError naming ``what``."""
+
+    # The build transaction: how new levels land unlisted and are published, per store kind.
+
+    @abc.abstractmethod
+    def lock(self, build_id: str) -> AbstractContextManager[Any]:
+        """Hold the image for one build: a second one is refused with ImageBusyError."""
+
+    @abc.abstractmethod
+    def recover(self) -> list[str]:
+        """Undo (or finish cleaning) interrupted builds; call under the lock."""
+
+    @abc.abstractmethod
+    def has_leftovers(self) -> bool:
+        """Whether an interrupted build may have left something to undo."""
+
+    @abc.abstractmethod
+    def leftovers(self) -> list[str]:
+        """Names of what interrupted builds left, for ``info``."""
+
+    @abc.abstractmethod
+    def begin_build(self, build_id: str, metadata_file: str) -> BuildTransaction:
+        """A new build's transaction: where its levels are written, and how they publish."""
+
+    @abc.abstractmethod
+    def write_error(self, exc: OSError) -> PyramidError:
+        """One sentence the user can act on for a write the storage refused."""
+
+    def read_json(self, key: str, what: str, max_bytes: int = MAX_JSON_BYTES, **caps: int) -> Any:
+        """The JSON document at ``key`` parsed with the caps of untrusted metadata, or None."""
+        try:
+            raw = self.get(key, max_bytes)
+        except OversizedError:
+            raise PyramidError(
+                f"{what}: {self.describe(key)} holds more than {max_bytes} bytes, more than "
+                "any zarr metadata document; remove the extra content or restore the file"
+            ) from None
+        except PyramidError as exc:
+            raise PyramidError(f"{what}: {exc}") from None
+        if raw is None:
+            return None
+        return parse_json(raw, what, self.describe(key), **caps)
+
+    def array_format(self, prefix: str) -> int | None:
+        """The zarr format of the array at ``prefix`` (2 or 3), or None if it holds none."""
+        for zarr_format in (3, 2):
+            if self.is_file(join(prefix, ARRAY_METADATA[zarr_format])):
+                return zarr_format
+        return None
+
+    def is_file(self, key: str) -> bool:
+        """Whether ``key`` holds an object (not a folder)."""
+        return self.exists(key)
+
+
+class BuildTransaction(abc.ABC):
+    """One build's writes: new levels unlisted until :meth:`publish`, undone if unfinished."""
+
+    store: Store
+    committed: bool = False
+
+    @abc.abstractmethod
+    def level_key(self, index: int) -> str:
+        """Where new level ``index`` is written until it is published (a key of ``store``)."""
+
+    @abc.abstractmethod
+    def create(self, documents: Sequence[tuple[int, dict[str, Any]]], zarr_format: int) -> None:
+        """Start the build and write each new level's array metadata document."""
+
+    @abc.abstractmethod
+    def publish(
+        self,
+        new_levels: Sequence[tuple[int, str]],
+        aside: Sequence[str],
+        intermediate: bytes | None,
+        final: bytes,
+        extra_files: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Make the new levels listed: old ones (``aside``) out, new ones in, metadata last."""
+
+    @abc.abstractmethod
+    def finish(self) -> None:
+        """Clean up after a published build (a failure here leaves the image complete)."""
+
+
+def encode_json(document: Any) -> bytes:
+    """A metadata document as zarr tools write it: indented UTF-8 JSON."""
+    return (json.dumps(document, indent=2, allow_nan=True) + "\n").encode("utf-8")
+
+
+def join(*parts: str) -> str:
+    """Keys joined with ``/``, empty parts skipped."""
+    return "/".join(p for p in parts if p)
+
+
+class LocalStore(Store):
+    """An image group in a folder on a local or mounted disk."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LocalStore, (self.root,))
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LocalStore) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key if key else self.root
+
+    def describe(self, key: str = "") -> str:
+        return str(self.path(key))
+
+    def get(self, key: str, max_bytes: int) -> bytes | None:
+        path = self.path(key)
+        try:
+            fd = os.open(path, _UNTRUSTED_READ)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise PyramidError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise PyramidError(f"{path} is not a regular file; restore the image's files")
+            if info.st_size > max_bytes:
+                raise OversizedError(str(path), info.st_size, max_bytes)
+            # os.read allocates what it is asked for: ask for the file's size (and one byte
+            # more, to see it grow), then in pieces should it have grown meanwhile.
+            parts, size, want = [], 0, info.st_size + 1
+            while size <= max_bytes:
+                part = os.read(fd, min(want, max_bytes + 1 - size))
+                want = 2**20
+                if not part:
+                    break
+                parts.append(part)
+                size += len(part)
+        except OSError as exc:
+            raise PyramidError(f"cannot read {path}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        if size > max_bytes:
+            raise OversizedError(str(path), size, max_bytes)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def set(self, key: str, data: Any) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(data)
+
+    def exists(self, key: str) -> bool:
+        return os.path.lexists(self.path(key))
+
+    def is_file(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def objects(self, prefix: str) -> Iterator[tuple[str, int]]:
+        for folder, dirs, files in os.walk(self.path(prefix)):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(folder, name)
+                try:
+                    info = os.lstat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    yield Path(path).relative_to(self.root).as_posix(), info.st_size
+
+    def free_bytes(self) -> int | None:
+        try:
+            return shutil.disk_usage(self.root).free
+        except OSError:
+            return None
+
+    def parent(self) -> Store | None:
+        return LocalStore(self.root.parent)
+
+    def name(self) -> str:
+        return self.root.name
+
+    def zarr_store(self, prefix: str, read_only: bool, max_file_bytes: int | None = None) -> Any:
+        from .zarrread import CheckedLocalStore
+
+        return CheckedLocalStore(
+            self.path(prefix), read_only=read_only, max_file_bytes=max_file_bytes
+        )
+
+    def check_write_target(self, key: str, what: str, folder: bool) -> None:
+        if not folder:
+            check_regular_file_for_write(self.path(key), what)
+            return
+        check_no_links(self.root, key, what)
+        current = self.root
+        for part in key.split("/")[:-1]:
+            current = current / part
+            if os.path.lexists(current) and not current.is_dir():
+                raise PyramidError(
+                    f"{what} {key!r} needs the folder {current}, but that is a file; move it "
+                    "away and run again. Nothing was written."
+                )
+
+    def lock(self, build_id: str) -> AbstractContextManager[Any]:
+        from .transaction import ImageLock
+
+        return ImageLock(self.root, build_id)
+
+    def recover(self) -> list[str]:
+        from .transaction import recover
+
+        try:
+            return recover(self.root)
+        except OSError as exc:
+            raise self.write_error(exc) from exc
+
+    def has_leftovers(self) -> bool:
+        from .transaction import has_leftovers
+
+        return has_leftovers(self.root)
+
+    def leftovers(self) -> list[str]:
+        from .transaction import leftover_builds
+
+        return [folder.name for folder in leftover_builds(self.root)]
+
+    def begin_build(self, build_id: str, metadata_file: str) -> BuildTransaction:
+        from .transaction import BuildFolder
+
+        return BuildFolder(self, build_id, metadata_file)
+
+    def write_error(self, exc: OSError) -> PyramidError:
+        from .transaction import storage_error
+
+        return storage_error(exc, self.root)
+
+
+def open_store(zarrurl: str | os.PathLike[str]) -> Store:
+    """The store of the image group the user named: the one place that decides the kind."""
+    return LocalStore(check_image_path(zarrurl))
