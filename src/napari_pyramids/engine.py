@@ -233,17 +233,15 @@ def _extra_files(plan: PyramidPlan) -> list[tuple[str, bytes]]:
     parent groups of nested level paths (``scale1/`` beside ``scale0/``) where level 0 has one.
     """
     image = plan.image
-    if image.zarr_format == 2:
-        name, document = ".zgroup", {"zarr_format": 2}
-    else:
-        name, document = "zarr.json", {"zarr_format": 3, "node_type": "group", "attributes": {}}
-    files = [(".zgroup", encode_json(document))] if image.zarr_format == 2 else []
+    groups = image.format.group_files()
+    files = [(name, encode_json(doc)) for name, doc in groups if name != image.metadata_file]
     parents0 = Path(image.level0.path).parents[:-1]
     for level in plan.new_levels:
         for parent, parent0 in zip(Path(level.path).parents[:-1], parents0, strict=False):
-            entry = (f"{parent}/{name}", encode_json(document))
-            if image.store.is_file(f"{parent0}/{name}") and entry not in files:
-                files.append(entry)
+            for name, document in groups:
+                entry = (f"{parent}/{name}", encode_json(document))
+                if image.store.is_file(f"{parent0}/{name}") and entry not in files:
+                    files.append(entry)
     return files
 
 

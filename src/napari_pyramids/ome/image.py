@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import PyramidError
 from ..untrusted import MAX_ARRAY_JSON_BYTES, check_level_path
+from .format import Format, _int_list, _member, format_of
 
 if TYPE_CHECKING:
     from ..storage.store import Store
@@ -26,15 +27,10 @@ if TYPE_CHECKING:
 # Above this many voxels a shape is not an image anyone acquired but broken metadata
 # (2**48 voxels is 512 TiB of uint16).
 MAX_VOXELS = 2**48
-SUPPORTED_NGFF = {2: "0.4", 3: "0.5"}
 FIX_NGFF = "Fix the multiscales metadata (see the OME-NGFF specification) or restore it."
 # A level at least halves Y and X, so 2**48 voxels allow about 48 levels; a longer list is
 # broken or hostile metadata (and every listed level is checked, copied and maybe replaced).
 MAX_LEVELS = 64
-_V3_DTYPES = {
-    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64",
-}  # fmt: skip
 _DEFAULT_AXES = {
     2: ("y", "x"),
     3: ("z", "y", "x"),
@@ -83,25 +79,13 @@ class ArrayInfo:
         return math.prod(self.shape) * self.dtype.itemsize
 
     @property
+    def format(self) -> Format:
+        return format_of(self.zarr_format)
+
+    @property
     def codec_summary(self) -> str:
         """A short human description of how chunks are encoded."""
-        doc = self.document
-        if self.zarr_format == 2:
-            comp = doc.get("compressor")
-            name = str(comp.get("id", "?")) if isinstance(comp, dict) else "none"
-            if isinstance(comp, dict) and comp.get("cname"):
-                name += f"-{comp['cname']}"
-            filters = doc.get("filters") or []
-            names = [str(f.get("id", "?")) for f in filters if isinstance(f, dict)]
-            return "+".join([*names, name])
-        names = []
-        for codec in doc.get("codecs", []):
-            if codec.get("name") == "sharding_indexed":
-                inner = codec["configuration"].get("codecs", [])
-                names.append("shard[" + "+".join(str(c.get("name")) for c in inner) + "]")
-            else:
-                names.append(str(codec.get("name")))
-        return "+".join(names)
+        return self.format.codec_summary(self.document)
 
 
 @dataclass(frozen=True)
@@ -163,19 +147,19 @@ class OmeZarrImage:
         return space[-3] if len(space) >= 3 else None
 
     @property
+    def format(self) -> Format:
+        """What differs between zarr v2 / NGFF 0.4 and zarr v3 / NGFF 0.5."""
+        return format_of(self.zarr_format)
+
+    @property
     def attributes(self) -> dict[str, Any]:
         """The group's user attributes (``.zattrs`` or ``zarr.json['attributes']``)."""
-        if self.zarr_format == 2:
-            return self.group_document
-        return self.group_document.get("attributes", {})
+        return self.format.attributes(self.group_document)
 
     @property
     def ome_attributes(self) -> dict[str, Any]:
         """Where the NGFF keys live: the attributes (0.4) or their ``ome`` member (0.5)."""
-        attrs = self.attributes
-        if self.zarr_format == 3:
-            return attrs.get("ome", {})
-        return attrs
+        return self.format.ngff_view(self.attributes)
 
 
 def read_image(store: Store) -> OmeZarrImage:
@@ -200,19 +184,11 @@ def read_image(store: Store) -> OmeZarrImage:
     """
     root = Path(store.describe())
     zarr_format, metadata_file, document = _read_group_document(store, root)
-    attrs = document if zarr_format == 2 else document.get("attributes", {})
+    fmt = format_of(zarr_format)
+    attrs = fmt.attributes(document)
     if not isinstance(attrs, dict):
         raise PyramidError(f"{root / metadata_file}: attributes must be a JSON object")
-    ome = attrs
-    if zarr_format == 3 and "ome" in attrs:
-        ome = attrs["ome"]
-        if not isinstance(ome, dict):
-            raise PyramidError(f"{root / metadata_file}: 'ome' must be a JSON object")
-    elif zarr_format == 3 and "multiscales" in attrs:
-        raise PyramidError(
-            f"{root / metadata_file}: a zarr v3 group with NGFF 0.4-style 'multiscales' at "
-            "the top of its attributes; NGFF 0.5 keeps them under 'ome'. Fix the metadata."
-        )
+    ome = fmt.ngff(attrs, f"{root / metadata_file}")
 
     if "multiscales" in ome:
         multiscale, version = _first_multiscale(root, metadata_file, ome, zarr_format)
@@ -225,7 +201,7 @@ def read_image(store: Store) -> OmeZarrImage:
                 f"{root} has no multiscales metadata and no array '0': it is not an OME-Zarr "
                 "image. Pass the image group (e.g. plate.zarr/B/03/0), not a plate or well."
             )
-        multiscale, version, axes_json = {}, SUPPORTED_NGFF[zarr_format], None
+        multiscale, version, axes_json = {}, fmt.ngff_version, None
         level_paths, scales, translation0 = ("0",), None, None
         has_multiscales = False
 
@@ -300,7 +276,7 @@ def _read_group_document(store: Store, root: Path) -> tuple[int, str, dict[str, 
         fmt = store.array_format("0")
         if fmt is not None:
             # A bare array without group metadata: treat the folder as a v2/v3 group.
-            return fmt, (".zattrs" if fmt == 2 else "zarr.json"), _empty_group(fmt)
+            return fmt, format_of(fmt).group_file, format_of(fmt).empty_group()
         raise PyramidError(
             f"{root} is not a zarr group (no zarr.json, .zgroup or .zattrs): pass the folder "
             "of an OME-Zarr image"
@@ -314,12 +290,6 @@ def _read_group_document(store: Store, root: Path) -> tuple[int, str, dict[str, 
     return 2, ".zattrs", zattrs
 
 
-def _empty_group(zarr_format: int) -> dict[str, Any]:
-    if zarr_format == 2:
-        return {}
-    return {"zarr_format": 3, "node_type": "group", "attributes": {}}
-
-
 def _first_multiscale(
     root: Path, metadata_file: str, ome: dict[str, Any], zarr_format: int
 ) -> tuple[dict[str, Any], str]:
@@ -330,8 +300,9 @@ def _first_multiscale(
     multiscale = multiscales[0]
     if not isinstance(multiscale, dict):
         raise PyramidError(f"{where}: multiscales[0] must be a JSON object. {FIX_NGFF}")
-    version = ome.get("version") if zarr_format == 3 else multiscale.get("version")
-    if version != SUPPORTED_NGFF[zarr_format]:
+    fmt = format_of(zarr_format)
+    version = fmt.multiscale_version(ome, multiscale)
+    if version != fmt.ngff_version:
         raise PyramidError(
             f"{where}: NGFF version {version!r} in a zarr v{zarr_format} group is not "
             f"supported; napari-pyramids writes NGFF 0.4 (zarr v2) and 0.5 (zarr v3). "
@@ -447,21 +418,6 @@ def _is_label(store: Store, ome: dict[str, Any]) -> bool:
     return False
 
 
-def _member(document: Any, key: str) -> Any:
-    return document.get(key) if isinstance(document, dict) else None
-
-
-def _int_list(value: Any, where: str, minimum: int) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value
-    ):
-        raise PyramidError(
-            f"{where} must be a list of integers >= {minimum}, got {value!r:.80}. "
-            "Fix the metadata."
-        )
-    return tuple(value)
-
-
 def read_array_info(store: Store, rel: str, zarr_format: int) -> ArrayInfo:
     """Parse the metadata document of array ``rel`` of a group, checking it strictly."""
     root = Path(store.describe())
@@ -477,11 +433,12 @@ def read_array_info(store: Store, rel: str, zarr_format: int) -> ArrayInfo:
             f"{folder} is a zarr v{found} array inside a zarr v{zarr_format} group; an "
             "OME-Zarr image keeps one format. Convert the image first."
         )
-    name = ".zarray" if zarr_format == 2 else "zarr.json"
+    name = format_of(zarr_format).array_file
     doc = store.read_json(f"{rel}/{name}", "array metadata", max_bytes=MAX_ARRAY_JSON_BYTES)
-    if zarr_format == 2:
+    attributes = format_of(zarr_format).array_attributes_file
+    if attributes:
         # zarr reads an array's .zattrs too: it must be as harmless as any metadata.
-        store.read_json(f"{rel}/.zattrs", "array attributes", max_bytes=MAX_ARRAY_JSON_BYTES)
+        store.read_json(f"{rel}/{attributes}", "array attributes", max_bytes=MAX_ARRAY_JSON_BYTES)
     return parse_array_info(rel, zarr_format, doc, f"{folder / name}")
 
 
@@ -490,10 +447,8 @@ def parse_array_info(rel: str, zarr_format: int, doc: Any, where: str) -> ArrayI
     if not isinstance(doc, dict):
         raise PyramidError(f"{where} must hold a JSON object. Fix or restore the file.")
     shape = _int_list(doc.get("shape"), f"{where}: shape", 0)
-    if zarr_format == 2:
-        dtype, chunks, shards = _v2_layout(doc, where)
-    else:
-        dtype, chunks, shards = _v3_layout(doc, where, len(shape))
+    fmt = format_of(zarr_format)
+    dtype, chunks, shards = fmt.array_layout(doc, where, len(shape))
     _check_fill_value(doc.get("fill_value"), where)
     if len(chunks) != len(shape) or (shards and len(shards) != len(shape)):
         raise PyramidError(
@@ -516,124 +471,8 @@ def parse_array_info(rel: str, zarr_format: int, doc: Any, where: str) -> ArrayI
             f"{where}: shape {shape} claims {voxels:.3g} voxels, more than the {MAX_VOXELS:.3g} "
             "a build can honour; the metadata is almost certainly wrong. Fix the shape."
         )
-    prefix, separator = _key_encoding(doc, zarr_format)
+    prefix, separator = fmt.key_encoding(doc)
     return ArrayInfo(rel, zarr_format, shape, dtype, chunks, shards, doc, prefix, separator)
-
-
-def _key_encoding(doc: dict[str, Any], zarr_format: int) -> tuple[str, str]:
-    """(prefix, separator) of chunk keys, from metadata the layout checks already accepted."""
-    if zarr_format == 2:
-        return "", doc.get("dimension_separator") or "."
-    encoding = doc["chunk_key_encoding"]
-    separator = (encoding.get("configuration") or {}).get("separator")
-    if encoding["name"] == "v2":
-        return "", separator or "."
-    separator = separator or "/"
-    return f"c{separator}", separator
-
-
-def _v2_layout(
-    doc: dict[str, Any], where: str
-) -> tuple[np.dtype, tuple[int, ...], tuple[int, ...] | None]:
-    if doc.get("zarr_format") != 2:
-        raise PyramidError(f"{where}: zarr_format must be 2. Fix the metadata.")
-    chunks = _int_list(doc.get("chunks"), f"{where}: chunks", 1)
-    dtype = _v2_dtype(doc.get("dtype"), where)
-    if doc.get("order", "C") not in ("C", "F"):
-        raise PyramidError(f"{where}: order must be 'C' or 'F'. Fix the metadata.")
-    separator = doc.get("dimension_separator")
-    if separator not in (None, ".", "/"):
-        # The separator joins chunk indices into file names: '/../' would climb out.
-        raise PyramidError(
-            f"{where}: dimension_separator {separator!r:.40} is not '.' or '/'. Fix the metadata."
-        )
-    filters = doc.get("filters")
-    if filters is not None and not isinstance(filters, list):
-        raise PyramidError(f"{where}: filters must be a list or null. Fix the metadata.")
-    for codec in [*(filters or []), doc.get("compressor")]:
-        if codec is not None:
-            _check_codec(codec, "id", where)
-    return dtype, chunks, None
-
-
-def _v3_layout(
-    doc: dict[str, Any], where: str, ndim: int
-) -> tuple[np.dtype, tuple[int, ...], tuple[int, ...] | None]:
-    if doc.get("zarr_format") != 3 or doc.get("node_type") != "array":
-        raise PyramidError(f"{where}: needs zarr_format 3 and node_type 'array'")
-    dtype = _v3_dtype(doc.get("data_type"), where)
-    grid = doc.get("chunk_grid")
-    if not isinstance(grid, dict) or grid.get("name") != "regular":
-        raise PyramidError(f"{where}: only a 'regular' chunk_grid is supported")
-    outer = _int_list(
-        _member(grid.get("configuration"), "chunk_shape"), f"{where}: chunk_grid chunk_shape", 1
-    )
-    encoding = doc.get("chunk_key_encoding")
-    configuration = _member(encoding, "configuration") or {}
-    if (
-        not isinstance(encoding, dict)
-        or encoding.get("name") not in ("default", "v2")
-        or not isinstance(configuration, dict)
-        or configuration.get("separator", "/") not in (".", "/")
-    ):
-        # The separator joins chunk indices into file names: '/../' would climb out.
-        raise PyramidError(
-            f"{where}: chunk_key_encoding {encoding!r:.80} is not 'default' or 'v2' with a "
-            "'.' or '/' separator. Fix the metadata."
-        )
-    if doc.get("storage_transformers") not in (None, []):
-        raise PyramidError(
-            f"{where}: storage_transformers are not supported; convert the array to plain "
-            "zarr v3 (no transformers) first."
-        )
-    chunks, shards = outer, None
-    for codec in _v3_codecs(doc.get("codecs"), where):
-        _check_codec(codec, "name", where)
-        if codec.get("name") == "sharding_indexed":
-            config = codec.get("configuration")
-            if not isinstance(config, dict):
-                raise PyramidError(
-                    f"{where}: sharding_indexed needs a configuration. Fix the metadata."
-                )
-            chunks = _int_list(config.get("chunk_shape"), f"{where}: inner chunks", 1)
-            shards = outer
-            for key in ("codecs", "index_codecs"):
-                for inner in _v3_codecs(config.get(key, []), where):
-                    _check_codec(inner, "name", where)
-    names = doc.get("dimension_names")
-    if names is not None and (
-        not isinstance(names, list)
-        or len(names) != ndim
-        or not all(n is None or isinstance(n, str) for n in names)
-    ):
-        raise PyramidError(
-            f"{where}: dimension_names must list one name per dimension. Fix the metadata."
-        )
-    return dtype, chunks, shards
-
-
-def _v3_codecs(codecs: Any, where: str) -> list[dict[str, Any]]:
-    if not isinstance(codecs, list) or not all(isinstance(c, dict) for c in codecs):
-        raise PyramidError(f"{where}: codecs must be a list of objects. Fix the metadata.")
-    return codecs
-
-
-# Codecs that decode chunks into Python objects; pickle runs arbitrary code while doing so.
-_OBJECT_CODECS = {"pickle", "msgpack2", "json2", "vlen-utf8", "vlen-bytes", "vlen-array"}
-
-
-def _check_codec(codec: Any, key: str, where: str) -> None:
-    name = _member(codec, key)
-    if not isinstance(name, str):
-        raise PyramidError(
-            f"{where}: a codec without a string {key!r}: {codec!r:.80}. Fix the metadata."
-        )
-    if name.removeprefix("numcodecs.") in _OBJECT_CODECS | {"categorize"}:
-        raise PyramidError(
-            f"{where}: codec {name!r} is not supported: it decodes to Python objects (pickle "
-            "even runs code), and pyramids are built for numeric images only. Convert the "
-            "image to a numeric dtype with a numeric codec (e.g. blosc or zstd)."
-        )
 
 
 def _check_fill_value(value: Any, where: str) -> None:
@@ -645,37 +484,3 @@ def _check_fill_value(value: Any, where: str) -> None:
     raise PyramidError(
         f"{where}: fill_value {value!r:.80} is not a number. Fix the metadata (0 is usual)."
     )
-
-
-def _v2_dtype(value: Any, where: str) -> np.dtype:
-    if not isinstance(value, str):
-        raise PyramidError(
-            f"{where}: dtype must be a string such as '<u2', got {value!r:.80}; pyramids can be "
-            "built for bool, integer and float images. Fix the metadata or convert the image."
-        )
-    try:
-        dtype = np.dtype(value)
-    except (TypeError, ValueError):
-        raise PyramidError(
-            f"{where}: dtype {value!r:.80} is not supported; pyramids can be built for bool, "
-            "integer and float images; convert the image to one of those first."
-        ) from None
-    return _check_numeric(dtype, where)
-
-
-def _v3_dtype(value: Any, where: str) -> np.dtype:
-    if not isinstance(value, str) or value not in _V3_DTYPES:
-        raise PyramidError(
-            f"{where}: data_type {value!r:.80} is not supported; pyramids can be built for "
-            "bool, integer and float images; convert the image to one of those first."
-        )
-    return np.dtype(value)
-
-
-def _check_numeric(dtype: np.dtype, where: str) -> np.dtype:
-    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
-        raise PyramidError(
-            f"{where}: dtype {dtype} is not supported; pyramids can be built for bool, "
-            "integer and float images; convert the image to one of those first."
-        )
-    return dtype

@@ -56,9 +56,7 @@ def multiscale_with_levels(
         multiscale = copy.deepcopy(image.multiscale)
         level0 = copy.deepcopy(image.multiscale["datasets"][0])
     else:
-        multiscale = {"name": image.root.name, "axes": _axes_json(image)}
-        if image.zarr_format == 2:
-            multiscale = {"version": image.ngff_version, **multiscale}
+        multiscale = image.format.new_multiscale(image.root.name, _axes_json(image))
         level0 = dataset_entry(image.level0.path, image.scale0, image.translation0)
     multiscale["datasets"] = [level0, *datasets[1:]]
     multiscale["type"] = provenance["method"]
@@ -73,17 +71,7 @@ def multiscale_with_levels(
 
 def group_document_with(image: OmeZarrImage, multiscale: dict[str, Any]) -> dict[str, Any]:
     """The image's group metadata document with its first multiscales entry replaced."""
-    document = copy.deepcopy(image.group_document)
-    if image.zarr_format == 2:
-        ome = document
-    else:
-        document.setdefault("attributes", {})
-        ome = document["attributes"].setdefault("ome", {"version": image.ngff_version})
-    if "multiscales" in ome:
-        ome["multiscales"] = [multiscale, *ome["multiscales"][1:]]
-    else:
-        ome["multiscales"] = [multiscale]
-    return document
+    return image.format.group_document_with(image.group_document, multiscale)
 
 
 def _axes_json(image: OmeZarrImage) -> list[dict[str, Any]]:

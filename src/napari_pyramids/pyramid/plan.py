@@ -8,7 +8,6 @@ a single pass over one source level in blocks aligned so that every block writes
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 import os
@@ -33,14 +32,6 @@ MIN_MEMORY_BUDGET = 16 * 2**20
 # build on one worker at the end; 32 blocks, 1/32) and report progress more often.
 TARGET_BLOCK_BYTES = 8 * 2**20
 _OPEN_ARRAY_KEYS = {"write_empty_chunks", "fill_value", "dimension_separator"}
-_V2_ARRAY_KEYS = {
-    "zarr_format", "shape", "chunks", "dtype", "compressor", "fill_value", "order", "filters",
-    "dimension_separator",
-}  # fmt: skip
-_V3_ARRAY_KEYS = {
-    "zarr_format", "node_type", "shape", "data_type", "chunk_grid", "chunk_key_encoding",
-    "fill_value", "codecs", "attributes", "storage_transformers", "dimension_names",
-}  # fmt: skip
 # zarr keeps ~2.2 KiB of Python bookkeeping per chunk it reads or writes (tracemalloc, zarr
 # 3.1, v2 and v3 alike): a block of a million 1-voxel chunks costs gigabytes for 2 MiB of
 # pixels. Blocks are sized with this per-chunk cost so that tiny chunks mean small blocks.
@@ -292,38 +283,6 @@ def _chunk_layout(
     return chunks, tuple(shards)
 
 
-def _array_document(
-    image: OmeZarrImage,
-    shape: Sequence[int],
-    chunks: Sequence[int],
-    shards: Sequence[int] | None,
-    options: Mapping[str, Any],
-) -> dict[str, Any]:
-    """Level 0's metadata document with the shape and chunk layout of a new level."""
-    # Only the keys zarr defines: anything else in level 0's document is not ours to copy
-    # into every level (and a stranger's padding there would be copied once per level).
-    keys = _V2_ARRAY_KEYS if image.zarr_format == 2 else _V3_ARRAY_KEYS
-    doc = copy.deepcopy({k: v for k, v in image.level0.document.items() if k in keys})
-    doc["shape"] = list(shape)
-    if "fill_value" in options:
-        doc["fill_value"] = options["fill_value"]
-    if image.zarr_format == 2:
-        doc["chunks"] = list(chunks)
-        if "dimension_separator" in options:
-            doc["dimension_separator"] = options["dimension_separator"]
-        return doc
-    doc["attributes"] = {}
-    outer = shards if shards is not None else chunks
-    doc["chunk_grid"] = {"name": "regular", "configuration": {"chunk_shape": list(outer)}}
-    if shards is not None:
-        for codec in doc["codecs"]:
-            if codec.get("name") == "sharding_indexed":
-                codec["configuration"]["chunk_shape"] = list(chunks)
-    if not doc.get("dimension_names"):
-        doc["dimension_names"] = [axis.name for axis in image.axes]
-    return doc
-
-
 def _check_options(image: OmeZarrImage, options: Mapping[str, Any] | None) -> dict[str, Any]:
     options = dict(options or {})
     unknown = set(options) - _OPEN_ARRAY_KEYS
@@ -554,8 +513,8 @@ def plan_pyramid(
 
     level0 = image.level0
     image.store.check_write_target(image.metadata_file, "group metadata", folder=False)
-    if image.zarr_format == 2:
-        image.store.check_write_target(".zgroup", "group metadata", folder=False)
+    for group_file, _ in image.format.group_files():
+        image.store.check_write_target(group_file, "group metadata", folder=False)
     paths = [level0.path] + [level_path(level0.path, k) for k in range(1, len(shapes))]
     if level0.path in paths[1:]:
         raise PyramidError(f"a new level would replace level 0 {level0.path!r}; rename it")
@@ -575,7 +534,9 @@ def plan_pyramid(
             step = factors
             cumulative = tuple(c * f for c, f in zip(cumulative, factors, strict=True))
             chunks, shards = _chunk_layout(level0.chunks, level0.shards, chunksize, shape)
-            doc = _array_document(image, shape, chunks, shards, options)
+            doc = image.format.level_document(
+                level0.document, shape, chunks, shards, [a.name for a in image.axes], options
+            )
         scale, translation = level_transforms(image.scale0, image.translation0, cumulative, name)
         if k == 0:
             translation = list(image.translation0)

@@ -279,7 +279,7 @@ def open_chunk_array(store: Store, key: str, info: ArrayInfo) -> ChunkArray | No
         return None
     codec = _codec_config(info)
     fill = info.dtype.type(info.document["fill_value"])
-    return ChunkArray(store, key, info, fill, codec, info.zarr_format == 3)  # type: ignore[arg-type]
+    return ChunkArray(store, key, info, fill, codec, info.format.codecs_take_bytes)  # type: ignore[arg-type]
 
 
 def supports(info: ArrayInfo) -> bool:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ImageBusyError, PyramidError
+from ..ome.format import format_of
 from ..untrusted import (
     MAX_JSON_BYTES,
     MAX_JSON_CONTAINERS,
@@ -305,7 +306,7 @@ class BuildFolder(BuildTransaction):
     def write_level_document(self, index: int, document: dict[str, Any], zarr_format: int) -> Path:
         folder = self.level_path(index)
         os.mkdir(folder)
-        name = ".zarray" if zarr_format == 2 else "zarr.json"
+        name = format_of(zarr_format).array_file
         (folder / name).write_bytes(encode_json(document))
         return folder
 
