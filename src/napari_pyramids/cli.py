@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .errors import BuildCancelled, PyramidError, visible_text
-from .pyramid.reduce import EDGES, METHODS
+from .pyramid.methods import METHODS
+from .pyramid.reduce import EDGES
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130

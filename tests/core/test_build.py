@@ -25,7 +25,7 @@ from napari_pyramids import (
 )
 from napari_pyramids.pyramid import plan
 from napari_pyramids.pyramid import reduce as downsample
-from napari_pyramids.pyramid.reduce import METHODS
+from napari_pyramids.pyramid.methods import METHODS
 
 
 @pytest.fixture

@@ -24,7 +24,15 @@ from ..errors import PyramidError
 from ..ome.image import OmeZarrImage, array_format
 from ..ome.metadata import dataset_entry, level_transforms
 from ..untrusted import check_level_path, check_no_links, check_regular_file_for_write
-from .reduce import EDGES, METHODS, method_for_callable, output_length, working_memory
+from .methods import (
+    CALLABLE,
+    METHODS,
+    Method,
+    default_method,
+    method_for_callable,
+    method_named,
+)
+from .reduce import EDGES, output_length, working_memory
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 MIN_MEMORY_BUDGET = 16 * 2**20
@@ -196,29 +204,33 @@ def choose_method(
     method: str | None,
     aggregation_function: Callable[..., Any] | None,
     labels: bool | None,
-) -> tuple[str, str | Callable[..., Any]]:
-    """The method name and the reducer key, with label images protected from mean."""
+) -> tuple[Method, str | Callable[..., Any]]:
+    """The method record and the engine's reducer key, with label images kept from mean.
+
+    The key is the method's name, or the caller's own function for ``callable``.
+    """
     is_label = image.is_label if labels is None else bool(labels)
     if aggregation_function is not None:
         if method is not None:
             raise PyramidError("pass either method or aggregation_function, not both")
         if not callable(aggregation_function):
             raise PyramidError("aggregation_function must be callable like numpy.mean")
-        known = method_for_callable(aggregation_function)
-        name, aggregation = (known, known) if known else ("callable", aggregation_function)
+        record = method_for_callable(aggregation_function)
+    elif method is None:
+        record = default_method(is_label)
+    elif not isinstance(method, str) or method not in METHODS:
+        raise PyramidError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     else:
-        if method is None:
-            method = "mode" if is_label else "mean"
-        if not isinstance(method, str) or method not in METHODS:
-            raise PyramidError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        name, aggregation = method, method
-    if is_label and name in ("mean", "median") and labels is None:
+        record = method_named(method)
+    if is_label and not record.label_safe and labels is None:
         raise PyramidError(
-            f"{image.root} is a label image: {name} would invent label ids found in no input "
-            "pixel. Use method='mode' (the default for labels) or 'nearest'; if it really is "
-            "an intensity image, pass labels=False (CLI: --not-labels)."
+            f"{image.root} is a label image: {record.name} would invent label ids found in no "
+            "input pixel. Use method='mode' (the default for labels) or 'nearest'; if it "
+            "really is an intensity image, pass labels=False (CLI: --not-labels)."
         )
-    return name, aggregation
+    if record is CALLABLE:
+        return record, aggregation_function  # type: ignore[return-value]
+    return record, record.name
 
 
 def level_factors(image: OmeZarrImage, coarsening_xy: Any, coarsening_z: Any) -> tuple[int, ...]:
@@ -557,7 +569,8 @@ def plan_pyramid(
         raise PyramidError(f"unknown edge {edge!r}; choose 'trim' or 'keep'")
     if not isinstance(overwrite, bool):
         raise PyramidError(f"overwrite must be True or False, got {overwrite!r}")
-    name, aggregation = choose_method(image, method, aggregation_function, labels)
+    chosen, aggregation = choose_method(image, method, aggregation_function, labels)
+    name = chosen.name
     factors = level_factors(image, coarsening_xy, coarsening_z)
     shapes = level_shapes(image, num_levels, factors, edge)
     chunksize = _check_chunksize(image, chunksize)
@@ -591,7 +604,9 @@ def plan_pyramid(
             cumulative = tuple(c * f for c, f in zip(cumulative, factors, strict=True))
             chunks, shards = _chunk_layout(level0.chunks, level0.shards, chunksize, shape)
             doc = _array_document(image, shape, chunks, shards, options)
-        scale, translation = level_transforms(image.scale0, image.translation0, cumulative, name)
+        scale, translation = level_transforms(
+            image.scale0, image.translation0, cumulative, chosen.window
+        )
         if k == 0:
             translation = list(image.translation0)
         levels.append(

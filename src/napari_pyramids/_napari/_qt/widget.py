@@ -46,7 +46,8 @@ from ...options import (
     parse_chunksize,
     plan_request,
 )
-from ...pyramid.reduce import EDGES, METHODS
+from ...pyramid.methods import METHODS
+from ...pyramid.reduce import EDGES
 from ..layers import (
     CHANNEL_KEY,
     PATH_KEY,
