@@ -30,6 +30,7 @@ import numpy as np
 from .errors import BuildCancelled, PyramidError
 from .ome.image import open_image
 from .ome.metadata import group_document_with, multiscale_with_levels
+from .options import BuildOptions
 from .pyramid.plan import PyramidPlan, Stage, plan_pyramid
 from .pyramid.reduce import coarsen, output_length
 from .storage.chunkio import ChunkArray, open_chunk_array
@@ -338,6 +339,7 @@ def _extra_files(plan: PyramidPlan) -> list[tuple[str, bytes]]:
 
 def iter_build(
     zarrurl: str | Path,
+    options: BuildOptions | None = None,
     *,
     executor: Executor | None = None,
     scheduler: str | None = None,
@@ -345,14 +347,19 @@ def iter_build(
 ) -> Generator[Progress, None, PyramidPlan]:
     """Build a pyramid, yielding progress after each block; returns the plan it carried out.
 
-    ``params`` are those of :func:`~napari_pyramids.pyramid.plan.plan_pyramid`. The image is
-    planned (every input checked) before anything is written, then locked, cleared of any
-    interrupted build, planned again under the lock, written, and published. Closing the
-    generator early cancels the build and restores the image.
+    ``options`` are the build's :class:`~napari_pyramids.options.BuildOptions` (or, instead,
+    their keywords as ``params``). The image is planned (every input checked) before anything
+    is written, then locked, cleared of any interrupted build, planned again under the lock,
+    written, and published. Closing the generator early cancels the build and restores the
+    image.
     """
+    if options is None:
+        options = BuildOptions(**params)
+    elif params:
+        raise TypeError("iter_build takes BuildOptions or their keywords, not both")
     image = open_image(zarrurl)
     try:
-        plan: PyramidPlan | None = plan_pyramid(image, **params)
+        plan: PyramidPlan | None = plan_pyramid(image, options)
     except PyramidError:
         # Levels an interrupted build renamed into place look like existing levels until
         # its journal is replayed, which needs the lock: decide there (and clean up).
@@ -368,7 +375,7 @@ def iter_build(
             recover(root)
         except OSError as exc:
             raise storage_error(exc, root) from exc
-        plan = plan_pyramid(open_image(root), **params)
+        plan = plan_pyramid(open_image(root), options)
         if not plan.new_levels:
             return plan
         aside = [*plan.replaced, *(p for p in plan.dropped if os.path.lexists(root / p))]

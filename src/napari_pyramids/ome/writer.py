@@ -19,8 +19,8 @@ import zarr
 
 from ..api import build_pyramid
 from ..errors import PyramidError
-from ..options import default_request
-from .image import _AXIS_TYPES, default_axes, open_image
+from ..options import AUTO
+from .image import _AXIS_TYPES, default_axes
 
 # Chunks of 512 px in Y and X and one plane deep read fast in napari at every zoom.
 _PLANE_CHUNK = 512
@@ -85,8 +85,8 @@ def write_new_image(
         raise PyramidError(f"a {dtype} layer cannot be saved; OME-Zarr holds numbers")
     try:
         _write_level0(target, data, dtype, names, scale, translation, name, labels, unit)
-        levels = default_request(open_image(target)).num_levels
-        build_pyramid(zarrurl=target, num_levels=levels)
+        # Levels down to about 256 px; labels (from the metadata just written) use mode.
+        build_pyramid(zarrurl=target, num_levels=AUTO)
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(target)
