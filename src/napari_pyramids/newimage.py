@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..api import build_pyramid
-from ..errors import PyramidError
-from ..options import AUTO
-from .image import _AXIS_TYPES, default_axes
+from .engine import iter_build, run_build
+from .errors import PyramidError
+from .ome.image import _AXIS_TYPES, default_axes
+from .options import AUTO, BuildOptions
 
 # Chunks of 512 px in Y and X and one plane deep read fast in napari at every zoom.
 _PLANE_CHUNK = 512
@@ -86,7 +86,7 @@ def write_new_image(
     try:
         _write_level0(target, data, dtype, names, scale, translation, name, labels, unit)
         # Levels down to about 256 px; labels (from the metadata just written) use mode.
-        build_pyramid(zarrurl=target, num_levels=AUTO)
+        run_build(iter_build(target, BuildOptions(num_levels=AUTO)))
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(target)
