@@ -214,21 +214,29 @@ def _chunk_text(value: str, image: OmeZarrImage | None) -> tuple[int, ...] | Non
     text = value.strip().strip("()[]")
     if not text:
         return None
-    names = f" ({', '.join(a.name for a in image.axes)})" if image is not None else ""
-    example = ",".join(str(c) for c in image.level0.chunks) if image is not None else "1,512,512"
     try:
         values = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError:
+        if image is None:
+            raise PyramidError(
+                f"chunksize {text!r} is not a comma-separated list of integers such as 1,1,512,512"
+            ) from None
         raise PyramidError(
-            f"chunk shape {text!r} is not a list of integers: give one per axis{names}, "
-            f"e.g. {example}, or leave it blank"
+            f"chunk shape {text!r} is not a list of integers: give one per axis "
+            f"({_axis_names(image)}), e.g. {','.join(map(str, image.level0.chunks))}, or "
+            "leave it blank"
         ) from None
     if image is not None and len(values) != image.ndim:
         raise PyramidError(
             f"chunk shape {text!r} has {len(values)} numbers but the image has {image.ndim} "
-            f"axes{names}; give one per axis or leave it blank for level 0's chunks"
+            f"axes ({_axis_names(image)}); give one per axis or leave it blank for level 0's "
+            "chunks"
         )
     return values
+
+
+def _axis_names(image: OmeZarrImage) -> str:
+    return ", ".join(a.name for a in image.axes)
 
 
 def _chunk_sequence(value: Any, image: OmeZarrImage | None) -> Sequence[Any]:
