@@ -10,10 +10,12 @@ from .api import build_pyramid, lazy_pyramid
 from .engine import Progress, iter_build, run_build
 from .errors import BuildCancelled, ImageBusyError, PyramidError
 from .ome.image import OmeZarrImage, open_image
+from .options import BuildOptions
 from .pyramid.plan import LevelPlan, PyramidPlan, Stage, plan_pyramid
 
 __all__ = [
     "BuildCancelled",
+    "BuildOptions",
     "ImageBusyError",
     "LevelPlan",
     "OmeZarrImage",

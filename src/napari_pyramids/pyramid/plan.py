@@ -167,7 +167,7 @@ def choose_method(
             "really is an intensity image, pass labels=False (CLI: --not-labels)."
         )
     if method is CALLABLE:
-        return method, options.aggregation_function  # type: ignore[return-value]
+        return method, options.aggregation_function
     return method, method.name
 
 
