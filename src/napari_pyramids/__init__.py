@@ -11,10 +11,12 @@ from .engine import Progress, iter_build, run_build
 from .errors import BuildCancelled, ImageBusyError, PyramidError
 from .images import open_image
 from .ome.image import OmeZarrImage
+from .options import BuildOptions
 from .pyramid.plan import LevelPlan, PyramidPlan, Stage, plan_pyramid
 
 __all__ = [
     "BuildCancelled",
+    "BuildOptions",
     "ImageBusyError",
     "LevelPlan",
     "OmeZarrImage",

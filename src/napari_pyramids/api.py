@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from .engine import iter_build, run_build
 from .images import open_image
-from .pyramid.plan import PyramidPlan, choose_method, level_factors, level_shapes
+from .ome.image import OmeZarrImage
+from .options import BuildOptions
+from .pyramid.plan import PyramidPlan, choose_method, level_factors, level_shapes, num_levels_for
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -99,23 +101,21 @@ def build_pyramid(
     BuildCancelled
         If ``cancel`` stopped the build.
     """
-    build = iter_build(
-        zarrurl,
-        executor=executor,
-        scheduler=scheduler,
+    options = BuildOptions(
         num_levels=num_levels,
         coarsening_xy=coarsening_xy,
         coarsening_z=coarsening_z,
         method=method,
         aggregation_function=aggregation_function,
-        edge=edge,
         chunksize=chunksize,
+        edge=edge,
         overwrite=overwrite,
         labels=labels,
         memory_budget=memory_budget,
         workers=workers,
         open_array_kwargs=open_array_kwargs,
     )
+    build = iter_build(zarrurl, options, executor=executor, scheduler=scheduler)
     return run_build(build, progress=progress, cancel=cancel)
 
 
@@ -136,13 +136,30 @@ def lazy_pyramid(
     the same reducers as the build, so each value equals the one the build would store.
     Parameters are those of :func:`build_pyramid`.
     """
+    options = BuildOptions(
+        num_levels=num_levels,
+        coarsening_xy=coarsening_xy,
+        coarsening_z=coarsening_z,
+        method=method,
+        aggregation_function=aggregation_function,
+        edge=edge,
+        labels=labels,
+    )
+    return preview_pyramid(open_image(zarrurl), options)
+
+
+def preview_pyramid(image: OmeZarrImage, options: BuildOptions) -> list[da.Array]:
+    """:func:`lazy_pyramid` of an open image, with the build's options; nothing is written.
+
+    Only the options that shape the levels matter here (levels, factors, method, edge).
+    """
     # dask.array takes ~0.4 s to import: only previews pay for it, never a build.
     from .pyramid.lazy import lazy_levels
     from .storage import open_level
 
-    image = open_image(zarrurl)
-    _, aggregation = choose_method(image, method, aggregation_function, labels)
-    factors = level_factors(image, coarsening_xy, coarsening_z)
-    shapes = level_shapes(image, num_levels, factors, edge)
+    _, aggregation = choose_method(image, options)
+    factors = level_factors(image, options)
+    count = num_levels_for(image, options, factors)
+    shapes = level_shapes(image, count, factors, options.edge)
     level0 = open_level(image, image.level0.path)
-    return lazy_levels(level0, factors, len(shapes), aggregation, edge)
+    return lazy_levels(level0, factors, len(shapes), aggregation, options.edge)

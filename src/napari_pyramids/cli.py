@@ -11,23 +11,16 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .errors import BuildCancelled, PyramidError, visible_text
-from .pyramid.reduce import EDGES, METHODS
+from .options import AUTO, BuildOptions
+from .pyramid.methods import METHODS
+from .pyramid.reduce import EDGES
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
 
 
-def _chunks(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.replace(" ", "").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of integers such as 1,1,512,512"
-        ) from None
-
-
 def _levels(text: str) -> int | str:
-    if text == "auto":
+    if text == AUTO:
         return text
     try:
         return int(text)
@@ -62,9 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         "--method", choices=METHODS, default=None,
         help="reducer; default mean for intensity images, mode for label images",
     )  # fmt: skip
-    build.add_argument(
-        "--chunks", type=_chunks, default=None, help="chunk shape, e.g. 1,1,512,512"
-    )
+    build.add_argument("--chunks", default=None, help="chunk shape, e.g. 1,1,512,512")
     build.add_argument("--edge", choices=EDGES, default="trim", help="border windows (trim)")
     build.add_argument("--overwrite", action="store_true", help="replace existing levels")
     build.add_argument("--memory", default=None, help="memory budget, e.g. 512MiB (256MiB)")
@@ -112,27 +103,22 @@ def _build(args: argparse.Namespace) -> int:
 
     from .engine import iter_build
     from .images import open_image
-    from .pyramid.plan import auto_num_levels, level_factors
 
-    image = open_image(args.zarrurl)
-    levels: Any = args.levels
-    if levels == "auto":
-        levels = auto_num_levels(image, level_factors(image, args.factor, args.z_factor))
-    original = _metadata_bytes(image)
-    build = iter_build(
-        args.zarrurl,
-        scheduler=args.scheduler,
-        num_levels=levels,
+    options = BuildOptions(
+        num_levels=args.levels,
         coarsening_xy=args.factor,
         coarsening_z=args.z_factor,
         method=args.method,
-        edge=args.edge,
         chunksize=args.chunks,
+        edge=args.edge,
         overwrite=args.overwrite,
         labels=False if args.not_labels else None,
         memory_budget=args.memory,
         workers=args.workers,
     )
+    image = open_image(args.zarrurl)
+    original = _metadata_bytes(image)
+    build = iter_build(args.zarrurl, options, scheduler=args.scheduler)
     bar = None
     finished = False
     try:
@@ -144,7 +130,7 @@ def _build(args: argparse.Namespace) -> int:
         finished = True
     except KeyboardInterrupt:
         build.close()  # an unpublished build is rolled back here
-        if not _published(image, original, levels):
+        if not _published(image, original, options):
             raise
         # Ctrl-C during the clean-up that follows the publish: the pyramid is complete.
         print(
@@ -162,12 +148,14 @@ def _build(args: argparse.Namespace) -> int:
     return _info(args)
 
 
-def _published(image: Any, original: bytes | None, levels: int) -> bool:
-    """Whether an interrupted build of ``image`` got as far as publishing ``levels`` levels."""
+def _published(image: Any, original: bytes | None, options: BuildOptions) -> bool:
+    """Whether an interrupted build of ``image`` got as far as publishing its levels."""
     from .ome.image import read_image
+    from .pyramid.plan import level_factors, num_levels_for
 
     if _metadata_bytes(image) == original:
         return False  # rolled back, or never got to the publish
+    levels = num_levels_for(image, options, level_factors(image, options))
     return len(read_image(image.store).level_paths) >= levels
 
 

@@ -28,6 +28,7 @@ from .errors import BuildCancelled, PyramidError
 from .images import open_image
 from .ome.image import parse_array_info, read_image
 from .ome.metadata import group_document_with, multiscale_with_levels
+from .options import BuildOptions
 from .pyramid.plan import PyramidPlan, Stage, plan_pyramid
 from .pyramid.reduce import coarsen, output_length
 from .storage import BuildTransaction, LevelArray, Store, encode_json, open_level_array
@@ -247,6 +248,7 @@ def _extra_files(plan: PyramidPlan) -> list[tuple[str, bytes]]:
 
 def iter_build(
     zarrurl: str | Path,
+    options: BuildOptions | None = None,
     *,
     executor: Executor | None = None,
     scheduler: str | None = None,
@@ -254,15 +256,20 @@ def iter_build(
 ) -> Generator[Progress, None, PyramidPlan]:
     """Build a pyramid, yielding progress after each block; returns the plan it carried out.
 
-    ``params`` are those of :func:`~napari_pyramids.pyramid.plan.plan_pyramid`. The image is
-    planned (every input checked) before anything is written, then locked, cleared of any
-    interrupted build, planned again under the lock, written, and published. Closing the
-    generator early cancels the build and restores the image.
+    ``options`` are the build's :class:`~napari_pyramids.options.BuildOptions` (or, instead,
+    their keywords as ``params``). The image is planned (every input checked) before anything
+    is written, then locked, cleared of any interrupted build, planned again under the lock,
+    written, and published. Closing the generator early cancels the build and restores the
+    image.
     """
+    if options is None:
+        options = BuildOptions(**params)
+    elif params:
+        raise TypeError("iter_build takes BuildOptions or their keywords, not both")
     image = open_image(zarrurl)
     store = image.store
     try:
-        plan: PyramidPlan | None = plan_pyramid(image, **params)
+        plan: PyramidPlan | None = plan_pyramid(image, options)
     except PyramidError:
         # Levels an interrupted build published look like existing levels until its
         # journal is replayed, which needs the lock: decide there (and clean up).
@@ -274,7 +281,7 @@ def iter_build(
     build_id = uuid.uuid4().hex[:12]
     with store.lock(build_id):
         store.recover()
-        plan = plan_pyramid(read_image(store), **params)
+        plan = plan_pyramid(read_image(store), options)
         if not plan.new_levels:
             return plan
         aside = [*plan.replaced, *(p for p in plan.dropped if store.exists(p))]

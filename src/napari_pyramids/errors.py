@@ -1,4 +1,4 @@
-"""Exceptions raised by the engine: one clear sentence for the user, nothing written."""
+"""Exceptions raised by the engine, and how messages show names and sizes."""
 
 from __future__ import annotations
 
@@ -32,3 +32,11 @@ def visible_text(text: str, keep_newlines: bool = False) -> str:
         c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii")
         for c in text
     )
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes for a message, e.g. ``'1.50 GiB'`` (dask's spelling)."""
+    # Imported here: dask adds ~0.1 s to every start otherwise.
+    from dask.utils import format_bytes as dask_format_bytes
+
+    return dask_format_bytes(n)

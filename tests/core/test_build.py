@@ -22,10 +22,11 @@ from napari_pyramids import (
     PyramidError,
     build_pyramid,
     open_image,
+    options,
 )
 from napari_pyramids.pyramid import plan
 from napari_pyramids.pyramid import reduce as downsample
-from napari_pyramids.pyramid.reduce import METHODS
+from napari_pyramids.pyramid.methods import METHODS
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def tiny_blocks(monkeypatch):
     """Shrink blocks, slabs and the budget floor so small images take many blocks and passes."""
     monkeypatch.setattr(downsample, "SLAB_BYTES", 64)
     monkeypatch.setattr(plan, "TARGET_BLOCK_BYTES", 4096)
-    monkeypatch.setattr(plan, "MIN_MEMORY_BUDGET", 1024)
+    monkeypatch.setattr(options, "MIN_MEMORY_BUDGET", 1024)
     # zarr's per-chunk bookkeeping (4 KiB a chunk) would dwarf a budget of bytes.
     monkeypatch.setattr(plan, "CHUNK_OVERHEAD", 8)
 

@@ -11,7 +11,7 @@ from ome_zarr_models.v05.image import Image as ImageV05
 
 from imaging import read_attrs, write_image
 from napari_pyramids import build_pyramid, lazy_pyramid
-from napari_pyramids.pyramid.reduce import METHODS
+from napari_pyramids.pyramid.methods import METHODS
 
 
 def validate(path, zarr_format):

@@ -10,7 +10,7 @@ from ome_zarr_models.v04 import Image, ImageLabel
 from imaging import reference_pyramid
 from napari_pyramids import open_image
 from napari_pyramids.errors import PyramidError
-from napari_pyramids.ome.writer import write_new_image
+from napari_pyramids.newimage import write_new_image
 
 
 def test_image_is_saved_with_metadata_and_a_correct_pyramid(tmp_path, rng):

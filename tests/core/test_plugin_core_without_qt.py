@@ -14,7 +14,7 @@ class Block:
             raise ImportError("blocked " + name)
 sys.meta_path.insert(0, Block())
 import napari_pyramids._napari.layers, napari_pyramids.estimate
-import napari_pyramids.options, napari_pyramids.ome.writer
+import napari_pyramids.options, napari_pyramids.newimage, napari_pyramids._napari.request
 import napari_pyramids._napari.reader, napari_pyramids._napari.writer
 import napari_pyramids._napari.sample_data
 print([m for m in sys.modules if m.split(".")[0] in BLOCKED])

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from imaging import reference_level
-from napari_pyramids.pyramid.reduce import METHODS, SLAB_BYTES, coarsen, working_memory
+from napari_pyramids.pyramid.methods import METHODS
+from napari_pyramids.pyramid.reduce import SLAB_BYTES, coarsen, working_memory
 
 DTYPES = ["uint8", "uint16", "int16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
 

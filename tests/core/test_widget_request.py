@@ -7,13 +7,10 @@ import pytest
 
 from imaging import tree_snapshot, write_image
 from napari_pyramids import build_pyramid, open_image
+from napari_pyramids._napari.request import default_request, plan_request
 from napari_pyramids.errors import PyramidError
-from napari_pyramids.options import (
-    BuildRequest,
-    default_request,
-    parse_chunksize,
-    plan_request,
-)
+from napari_pyramids.options import BuildOptions as BuildRequest
+from napari_pyramids.options import parse_chunksize
 from read_only_helper import read_only
 
 

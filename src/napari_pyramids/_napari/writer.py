@@ -1,6 +1,6 @@
 """The napari writer contribution: an image or labels layer as a new OME-Zarr with its pyramid.
 
-Thin over :func:`napari_pyramids.ome.writer.write_new_image`.
+Thin over :func:`napari_pyramids.newimage.write_new_image`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ome.writer import write_new_image
+from ..newimage import write_new_image
 from .layers import NGFF_UNITS
 
 

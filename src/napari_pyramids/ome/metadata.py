@@ -14,24 +14,22 @@ from typing import Any
 from .._version import __version__
 from .image import OmeZarrImage
 
-# Methods whose level-k pixel summarises a whole window, so its centre sits at the window's
-# centre; "nearest" keeps the window's first pixel, whose centre does not move.
-WINDOW_METHODS = {"mean", "median", "min", "max", "mode", "callable"}
-
 
 def level_transforms(
     scale0: Sequence[float],
     translation0: Sequence[float],
     cumulative: Sequence[int],
-    method: str,
+    window: bool,
 ) -> tuple[list[float], list[float]]:
     """Scale and translation of a level coarsened by ``cumulative`` factors from level 0.
 
-    A level-k pixel ``i`` covers level-0 pixels ``[i*F, (i+1)*F)``; for window methods its
-    centre is at level-0 pixel ``i*F + (F-1)/2``, hence the half-window translation.
+    A level-k pixel ``i`` covers level-0 pixels ``[i*F, (i+1)*F)``. When it summarises that
+    whole ``window`` (every method but nearest), its centre is at level-0 pixel
+    ``i*F + (F-1)/2``, hence the half-window translation; otherwise it is level-0 pixel
+    ``i*F`` itself, and the origin stays.
     """
     scale = [s * f for s, f in zip(scale0, cumulative, strict=True)]
-    if method in WINDOW_METHODS:
+    if window:
         shift = [
             t + (f - 1) / 2 * s for t, s, f in zip(translation0, scale0, cumulative, strict=True)
         ]

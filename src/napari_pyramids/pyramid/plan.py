@@ -18,20 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import PyramidError
+from ..errors import PyramidError, format_bytes
 from ..ome.image import OmeZarrImage
 from ..ome.metadata import dataset_entry, level_transforms
+from ..options import AUTO, BuildOptions, parse_chunksize
 from ..untrusted import check_level_path
-from .reduce import EDGES, METHODS, method_for_callable, output_length, working_memory
+from .methods import CALLABLE, Method, default_method
+from .reduce import output_length, working_memory
 
-DEFAULT_MEMORY_BUDGET = 256 * 2**20
-MIN_MEMORY_BUDGET = 16 * 2**20
 # Blocks grow up to this size (when chunk alignment does not already force a bigger one).
 # Level 0 is reduced chunk by chunk, so bigger blocks save nothing, and smaller ones share
 # the work out more evenly (8 blocks of a 256 MiB image on 2 workers left up to 1/8 of the
 # build on one worker at the end; 32 blocks, 1/32) and report progress more often.
 TARGET_BLOCK_BYTES = 8 * 2**20
-_OPEN_ARRAY_KEYS = {"write_empty_chunks", "fill_value", "dimension_separator"}
 # zarr keeps ~2.2 KiB of Python bookkeeping per chunk it reads or writes (tracemalloc, zarr
 # 3.1, v2 and v3 alike): a block of a million 1-voxel chunks costs gigabytes for 2 MiB of
 # pixels. Blocks are sized with this per-chunk cost so that tiny chunks mean small blocks.
@@ -142,79 +141,29 @@ class PyramidPlan:
         return "\n".join(lines)
 
 
-def format_bytes(n: int) -> str:
-    """``n`` bytes for a message, e.g. ``'1.50 GiB'`` (dask's spelling)."""
-    # Imported here, as parse_bytes below: dask adds ~0.1 s to every start otherwise.
-    from dask.utils import format_bytes as dask_format_bytes
-
-    return dask_format_bytes(n)
-
-
-def _integer(value: Any, name: str, minimum: int, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise PyramidError(f"{name} must be an integer >= {minimum}, got {value!r}{hint}")
-    if value < minimum:
-        raise PyramidError(f"{name} must be an integer >= {minimum}, got {value}{hint}")
-    return int(value)
-
-
-def parse_memory_budget(value: int | str | None) -> int:
-    """Bytes from an int or a string such as ``"512MiB"``; None gives the default."""
-    if value is None:
-        return DEFAULT_MEMORY_BUDGET
-    try:
-        if isinstance(value, str):
-            from dask.utils import parse_bytes
-
-            budget = parse_bytes(value)
-        else:
-            budget = int(value)
-    except (ValueError, TypeError):
-        raise PyramidError(
-            f"memory_budget {value!r} is not a size; use bytes or a string like '512MiB'"
-        ) from None
-    if budget < MIN_MEMORY_BUDGET:
-        raise PyramidError(
-            f"memory_budget {value!r} is below the {format_bytes(MIN_MEMORY_BUDGET)} minimum; "
-            f"pass at least {format_bytes(MIN_MEMORY_BUDGET)}"
-        )
-    return budget
-
-
 def choose_method(
-    image: OmeZarrImage,
-    method: str | None,
-    aggregation_function: Callable[..., Any] | None,
-    labels: bool | None,
-) -> tuple[str, str | Callable[..., Any]]:
-    """The method name and the reducer key, with label images protected from mean."""
-    is_label = image.is_label if labels is None else bool(labels)
-    if aggregation_function is not None:
-        if method is not None:
-            raise PyramidError("pass either method or aggregation_function, not both")
-        if not callable(aggregation_function):
-            raise PyramidError("aggregation_function must be callable like numpy.mean")
-        known = method_for_callable(aggregation_function)
-        name, aggregation = (known, known) if known else ("callable", aggregation_function)
-    else:
-        if method is None:
-            method = "mode" if is_label else "mean"
-        if not isinstance(method, str) or method not in METHODS:
-            raise PyramidError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        name, aggregation = method, method
-    if is_label and name in ("mean", "median") and labels is None:
+    image: OmeZarrImage, options: BuildOptions
+) -> tuple[Method, str | Callable[..., Any]]:
+    """The method record and the engine's reducer key, with label images kept from mean.
+
+    The key is the method's name, or the caller's own function for ``callable``.
+    """
+    is_label = image.is_label if options.labels is None else options.labels
+    method = options.chosen_method or default_method(is_label)
+    if is_label and not method.label_safe and options.labels is None:
         raise PyramidError(
-            f"{image.root} is a label image: {name} would invent label ids found in no input "
-            "pixel. Use method='mode' (the default for labels) or 'nearest'; if it really is "
-            "an intensity image, pass labels=False (CLI: --not-labels)."
+            f"{image.root} is a label image: {method.name} would invent label ids found in no "
+            "input pixel. Use method='mode' (the default for labels) or 'nearest'; if it "
+            "really is an intensity image, pass labels=False (CLI: --not-labels)."
         )
-    return name, aggregation
+    if method is CALLABLE:
+        return method, options.aggregation_function
+    return method, method.name
 
 
-def level_factors(image: OmeZarrImage, coarsening_xy: Any, coarsening_z: Any) -> tuple[int, ...]:
+def level_factors(image: OmeZarrImage, options: BuildOptions) -> tuple[int, ...]:
     """The per-axis factor between consecutive levels."""
-    fxy = _integer(coarsening_xy, "coarsening_xy", 2, " (use 2 to halve Y and X per level)")
-    fz = _integer(coarsening_z, "coarsening_z", 1, " (use 1 to keep every Z plane)")
+    fxy, fz = options.coarsening_xy, options.coarsening_z
     factors = [1] * image.ndim
     y, x = image.yx_axes
     factors[y] = factors[x] = fxy
@@ -229,11 +178,17 @@ def level_factors(image: OmeZarrImage, coarsening_xy: Any, coarsening_z: Any) ->
     return tuple(factors)
 
 
+def num_levels_for(image: OmeZarrImage, options: BuildOptions, factors: Sequence[int]) -> int:
+    """The number of levels asked for, with "auto" resolved for this image."""
+    if options.num_levels == AUTO:
+        return auto_num_levels(image, factors)
+    return int(options.num_levels)
+
+
 def level_shapes(
-    image: OmeZarrImage, num_levels: Any, factors: Sequence[int], edge: str
+    image: OmeZarrImage, num_levels: int, factors: Sequence[int], edge: str
 ) -> list[tuple[int, ...]]:
     """Shapes of levels 0..num_levels-1; refuses a level smaller than one pixel."""
-    num_levels = _integer(num_levels, "num_levels", 1, " (1 means level 0 only)")
     shapes = [image.level0.shape]
     while len(shapes) < num_levels:
         previous = shapes[-1]
@@ -283,24 +238,15 @@ def _chunk_layout(
     return chunks, tuple(shards)
 
 
-def _check_options(image: OmeZarrImage, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    options = dict(options or {})
-    unknown = set(options) - _OPEN_ARRAY_KEYS
-    if unknown:
-        raise PyramidError(
-            f"open_array_kwargs {sorted(unknown)} are not supported; new levels copy level "
-            f"0's codecs and layout. Supported keys: {sorted(_OPEN_ARRAY_KEYS)}"
-        )
-    sep = options.get("dimension_separator")
+def _check_open_array_kwargs(image: OmeZarrImage, kwargs: Mapping[str, Any]) -> None:
+    """The keyword values that depend on the image: separator (v2 only) and fill value."""
+    sep = kwargs.get("dimension_separator")
     if sep is not None and (image.zarr_format != 2 or sep not in (".", "/")):
         raise PyramidError("dimension_separator must be '.' or '/' and applies to zarr v2 only")
-    if "write_empty_chunks" in options and not isinstance(options["write_empty_chunks"], bool):
-        raise PyramidError("open_array_kwargs['write_empty_chunks'] must be True or False")
-    if "fill_value" in options and not _fits(options["fill_value"], image.level0.dtype):
+    if "fill_value" in kwargs and not _fits(kwargs["fill_value"], image.level0.dtype):
         raise PyramidError(
-            f"fill_value {options['fill_value']!r} does not fit dtype {image.level0.dtype}"
+            f"fill_value {kwargs['fill_value']!r} does not fit dtype {image.level0.dtype}"
         )
-    return options
 
 
 def _fits(value: Any, dtype: np.dtype) -> bool:
@@ -313,20 +259,6 @@ def _fits(value: Any, dtype: np.dtype) -> bool:
     if dtype.kind == "f":
         return isinstance(value, numbers.Real)
     return False
-
-
-def _check_chunksize(image: OmeZarrImage, chunksize: Any) -> tuple[int, ...] | None:
-    if chunksize is None:
-        return None
-    names = [a.name for a in image.axes]
-    if isinstance(chunksize, str | bytes) or not isinstance(chunksize, Sequence):
-        raise PyramidError(f"chunksize must be a sequence of {image.ndim} integers ({names})")
-    if len(chunksize) != image.ndim:
-        raise PyramidError(
-            f"chunksize {tuple(chunksize)} has {len(chunksize)} entries but the image has "
-            f"{image.ndim} axes {names}; give one chunk length per axis"
-        )
-    return tuple(_integer(c, "each chunksize entry", 1) for c in chunksize)
 
 
 def _existing_levels(
@@ -477,39 +409,34 @@ def plan_stages(
 
 
 def plan_pyramid(
-    image: OmeZarrImage,
-    *,
-    num_levels: int = 2,
-    coarsening_xy: int = 2,
-    coarsening_z: int = 1,
-    method: str | None = None,
-    aggregation_function: Callable[..., Any] | None = None,
-    edge: str = "trim",
-    chunksize: Sequence[int] | None = None,
-    overwrite: bool = False,
-    labels: bool | None = None,
-    memory_budget: int | str | None = None,
-    workers: int | None = None,
-    open_array_kwargs: Mapping[str, Any] | None = None,
+    image: OmeZarrImage, options: BuildOptions | None = None, **params: Any
 ) -> PyramidPlan:
     """Check every parameter against the image and decide the levels and the passes.
+
+    Parameters
+    ----------
+    image
+        The image whose pyramid is planned.
+    options
+        The build's options; or, instead, their keywords (``num_levels=3``, ...).
 
     Raises
     ------
     PyramidError
         With one sentence naming the problem and the fix, before anything is written.
     """
-    if edge not in EDGES:
-        raise PyramidError(f"unknown edge {edge!r}; choose 'trim' or 'keep'")
-    if not isinstance(overwrite, bool):
-        raise PyramidError(f"overwrite must be True or False, got {overwrite!r}")
-    name, aggregation = choose_method(image, method, aggregation_function, labels)
-    factors = level_factors(image, coarsening_xy, coarsening_z)
-    shapes = level_shapes(image, num_levels, factors, edge)
-    chunksize = _check_chunksize(image, chunksize)
-    options = _check_options(image, open_array_kwargs)
-    budget = parse_memory_budget(memory_budget)
-    workers = _integer(workers if workers is not None else _default_workers(), "workers", 1)
+    if options is None:
+        options = BuildOptions(**params)
+    elif params:
+        raise TypeError("plan_pyramid takes BuildOptions or their keywords, not both")
+    method, aggregation = choose_method(image, options)
+    factors = level_factors(image, options)
+    shapes = level_shapes(image, num_levels_for(image, options, factors), factors, options.edge)
+    chunksize = parse_chunksize(options.chunksize, image)
+    kwargs = options.open_array_kwargs
+    _check_open_array_kwargs(image, kwargs)
+    budget = options.memory_budget
+    workers = options.workers if options.workers is not None else _default_workers()
 
     level0 = image.level0
     image.store.check_write_target(image.metadata_file, "group metadata", folder=False)
@@ -522,7 +449,7 @@ def plan_pyramid(
         check_level_path(p, "new level")
         image.store.check_write_target(p, "new level", folder=True)
     _check_overlap([*paths, *image.level_paths])
-    replaced, dropped = _existing_levels(image, paths[1:], overwrite)
+    replaced, dropped = _existing_levels(image, paths[1:], options.overwrite)
 
     levels = []
     cumulative = (1,) * image.ndim
@@ -535,9 +462,11 @@ def plan_pyramid(
             cumulative = tuple(c * f for c, f in zip(cumulative, factors, strict=True))
             chunks, shards = _chunk_layout(level0.chunks, level0.shards, chunksize, shape)
             doc = image.format.level_document(
-                level0.document, shape, chunks, shards, [a.name for a in image.axes], options
+                level0.document, shape, chunks, shards, [a.name for a in image.axes], kwargs
             )
-        scale, translation = level_transforms(image.scale0, image.translation0, cumulative, name)
+        scale, translation = level_transforms(
+            image.scale0, image.translation0, cumulative, method.window
+        )
         if k == 0:
             translation = list(image.translation0)
         levels.append(
@@ -556,25 +485,25 @@ def plan_pyramid(
             )
         )
     _check_units_fit(levels, budget)
-    stages = plan_stages(levels, name, budget, workers) if len(levels) > 1 else ()
+    stages = plan_stages(levels, method.name, budget, workers) if len(levels) > 1 else ()
     provenance = {
-        "method": name,
+        "method": method.name,
         "num_levels": len(levels),
         "coarsening_xy": factors[image.yx_axes[1]],
         "coarsening_z": factors[image.z_axis] if image.z_axis is not None else 1,
-        "edge": edge,
+        "edge": options.edge,
     }
     return PyramidPlan(
         image=image,
         levels=tuple(levels),
-        method=name,
+        method=method.name,
         aggregation=aggregation,
-        edge=edge,
-        overwrite=overwrite,
+        edge=options.edge,
+        overwrite=options.overwrite,
         stages=stages,
         memory_budget=budget,
         workers=workers,
-        write_empty_chunks=bool(options.get("write_empty_chunks", False)),
+        write_empty_chunks=options.write_empty_chunks,
         replaced=replaced,
         dropped=dropped,
         provenance=provenance,

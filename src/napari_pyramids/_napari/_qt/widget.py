@@ -36,18 +36,14 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import QSizePolicy
 
-from ...api import lazy_pyramid
+from ...api import preview_pyramid
 from ...errors import PyramidError, visible_text
 from ...estimate import compression_ratio, disk_estimate
 from ...images import open_image
 from ...ome.image import OmeZarrImage, read_array_info
-from ...options import (
-    BuildRequest,
-    default_request,
-    parse_chunksize,
-    plan_request,
-)
-from ...pyramid.reduce import EDGES, METHODS
+from ...options import BuildOptions, parse_chunksize
+from ...pyramid.methods import METHODS
+from ...pyramid.reduce import EDGES
 from ..layers import (
     CHANNEL_KEY,
     PATH_KEY,
@@ -58,6 +54,7 @@ from ..layers import (
     labels_layer,
     layer_data,
 )
+from ..request import default_request, plan_request
 from .worker import BuildWorker, build_worker
 
 try:  # private in napari, stable since 0.4.16: gives reloaded layers their source path
@@ -274,7 +271,7 @@ class PyramidBuilder(Container):
                     self._say(str(exc))
         self._update_plan()
 
-    def _set_request(self, request: BuildRequest) -> None:
+    def _set_request(self, request: BuildOptions) -> None:
         self._quiet = True
         try:
             self.num_levels.value = request.num_levels
@@ -307,9 +304,9 @@ class PyramidBuilder(Container):
         return made
 
     # ----------------------------------------------------------------- plan and summary
-    def request(self, image: OmeZarrImage) -> BuildRequest:
-        """The controls' values as a build request for ``image``."""
-        return BuildRequest(
+    def request(self, image: OmeZarrImage) -> BuildOptions:
+        """The controls' values (and the engine attributes) as the options of a build."""
+        return BuildOptions(
             num_levels=self.num_levels.value,
             coarsening_xy=self.coarsening_xy.value,
             coarsening_z=self.coarsening_z.value,
@@ -317,10 +314,9 @@ class PyramidBuilder(Container):
             chunksize=parse_chunksize(self.chunksize.value, image),
             edge=self.edge.value,
             overwrite=self.overwrite.value,
+            memory_budget=self.memory_budget,
+            workers=self.workers,
         )
-
-    def _engine_params(self) -> dict[str, Any]:
-        return {"memory_budget": self.memory_budget, "workers": self.workers}
 
     def _on_parameter_changed(self, *_: Any) -> None:
         if self._quiet:
@@ -348,7 +344,7 @@ class PyramidBuilder(Container):
             )
         )
         try:
-            plan = plan_request(image, self.request(image), **self._engine_params())
+            plan = plan_request(image, self.request(image))
         except PyramidError as exc:
             self.summary.value = visible_text(f"Nothing to build as set: {exc}")
             self._say(str(exc))
@@ -400,7 +396,7 @@ class PyramidBuilder(Container):
         try:
             image = open_image(self._root)
             request = self.request(image)
-            levels = lazy_pyramid(zarrurl=image.root, **request.preview_params())
+            levels = preview_pyramid(image, request)
         except PyramidError as exc:
             self._remove_preview()
             self._refuse(str(exc))
@@ -477,15 +473,12 @@ class PyramidBuilder(Container):
         try:
             image = open_image(self._root)
             request = self.request(image)
-            plan = plan_request(image, request, **self._engine_params())
+            plan = plan_request(image, request)
         except PyramidError as exc:
             self._refuse(str(exc))
             return
         self._error = None
-        worker = build_worker(
-            str(image.root), executor=self.executor, **request.build_params(),
-            **self._engine_params(),
-        )  # fmt: skip
+        worker = build_worker(str(image.root), request, executor=self.executor)
         worker.yielded.connect(self._on_progress)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)

@@ -7,11 +7,13 @@ with the image restored before ``finished`` is emitted.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from typing import Any
 
 from napari.qt.threading import GeneratorWorker, create_worker
 
 from ...engine import iter_build
+from ...options import BuildOptions
 
 
 class BuildWorker(GeneratorWorker):
@@ -46,16 +48,19 @@ class BuildWorker(GeneratorWorker):
             self._gen.close()
 
 
-def build_worker(zarrurl: str, **params: Any) -> BuildWorker:
+def build_worker(
+    zarrurl: str, options: BuildOptions, executor: Executor | None = None
+) -> BuildWorker:
     """A worker (not started) running :func:`~napari_pyramids.engine.iter_build`.
 
-    Connect its signals, then call ``start()``. ``params`` are those of ``iter_build``.
+    Connect its signals, then call ``start()``.
     """
     return create_worker(
         iter_build,
         zarrurl,
+        options,
+        executor=executor,
         _start_thread=False,
         _worker_class=BuildWorker,
         _ignore_errors=True,
-        **params,
     )

@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..api import build_pyramid
-from ..errors import PyramidError
-from ..images import open_image
-from ..options import default_request
-from .image import _AXIS_TYPES, default_axes
+from .engine import iter_build, run_build
+from .errors import PyramidError
+from .ome.image import _AXIS_TYPES, default_axes
+from .options import AUTO, BuildOptions
 
 # Chunks of 512 px in Y and X and one plane deep read fast in napari at every zoom.
 _PLANE_CHUNK = 512
@@ -86,8 +85,8 @@ def write_new_image(
         raise PyramidError(f"a {dtype} layer cannot be saved; OME-Zarr holds numbers")
     try:
         _write_level0(target, data, dtype, names, scale, translation, name, labels, unit)
-        levels = default_request(open_image(target)).num_levels
-        build_pyramid(zarrurl=target, num_levels=levels)
+        # Levels down to about 256 px; labels (from the metadata just written) use mode.
+        run_build(iter_build(target, BuildOptions(num_levels=AUTO)))
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(target)
