@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from ..errors import PyramidError, format_bytes
 from ..ome.image import OmeZarrImage
 from ..ome.metadata import dataset_entry, level_transforms
 from ..options import AUTO, BuildOptions, parse_chunksize
+from ..system import cpu_count
 from ..untrusted import check_level_path
 from .methods import CALLABLE, Method, default_method
 from .reduce import output_length, working_memory
@@ -436,7 +436,7 @@ def plan_pyramid(
     kwargs = options.open_array_kwargs
     _check_open_array_kwargs(image, kwargs)
     budget = options.memory_budget
-    workers = options.workers if options.workers is not None else _default_workers()
+    workers = options.workers if options.workers is not None else cpu_count()
 
     level0 = image.level0
     image.store.check_write_target(image.metadata_file, "group metadata", folder=False)
@@ -522,13 +522,6 @@ def _check_units_fit(levels: Sequence[LevelPlan], budget: int) -> None:
                 f"{format_bytes(budget)}. Raise memory_budget (CLI --memory) or pass a smaller "
                 "chunksize."
             )
-
-
-def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def auto_num_levels(image: OmeZarrImage, factors: Sequence[int], target: int = 256) -> int:

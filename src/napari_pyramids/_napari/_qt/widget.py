@@ -44,6 +44,7 @@ from ...ome.image import OmeZarrImage, read_array_info
 from ...options import BuildOptions, parse_chunksize
 from ...pyramid.methods import METHODS
 from ...pyramid.reduce import EDGES
+from ...system import cpu_count
 from ..layers import (
     CHANNEL_KEY,
     PATH_KEY,
@@ -167,7 +168,7 @@ class PyramidBuilder(Container):
         self.worker: BuildWorker | None = None
         self.memory_budget: int | str | None = None
         # One core is left to napari: the UI stays responsive while the build runs.
-        self.workers: int | None = max(1, len(os.sched_getaffinity(0)) - 1)
+        self.workers: int | None = max(1, cpu_count() - 1)
         self.executor: Any = None
         self._viewer = viewer
         self._root: Path | None = None

@@ -1,0 +1,25 @@
+"""What differs between the operating systems napari runs on, outside storage: one function each.
+
+Storage's differences (locks, directory flushes, links) live in
+:mod:`napari_pyramids.storage.localfs`.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on.
+
+    Linux restricts a process to a set of CPUs (containers, ``taskset``, batch schedulers), and
+    ``sched_getaffinity`` says which; macOS and Windows have no such call, and there every CPU
+    counts. Python 3.13's ``os.process_cpu_count`` does the same, where it exists.
+    """
+    process_cpu_count = getattr(os, "process_cpu_count", None)
+    if process_cpu_count is not None:
+        return max(1, process_cpu_count() or 1)
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        return max(1, len(affinity(0)))
+    return max(1, os.cpu_count() or 1)
