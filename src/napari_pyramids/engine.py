@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BuildCancelled, PyramidError
+from .errors import BuildCancelled, ImageBusyError, PyramidError
 from .images import open_image
 from .ome.image import parse_array_info, read_image
 from .ome.metadata import group_document_with, multiscale_with_levels
@@ -279,7 +279,7 @@ def iter_build(
     if plan is not None and not plan.new_levels:
         return plan
     build_id = uuid.uuid4().hex[:12]
-    with store.lock(build_id):
+    with store.lock(build_id) as hold:
         store.recover()
         plan = plan_pyramid(read_image(store), options)
         if not plan.new_levels:
@@ -296,6 +296,12 @@ def iter_build(
             )
             yield from _write_levels(plan, transaction, executor, scheduler)
             yield Progress(plan.total_blocks, plan.total_blocks, "publishing")
+            if not hold.holds():
+                raise ImageBusyError(
+                    f"{store.describe()}: this build lost its lease on the image (it was stopped "
+                    "past the lease's expiry and another build took over); nothing was published. "
+                    "Run again once that build is done."
+                )
             transaction.publish(
                 new_levels=[(lv.index, lv.path) for lv in plan.new_levels],
                 aside=aside,

@@ -18,7 +18,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import PyramidError
 from ..untrusted import (
@@ -101,7 +101,7 @@ class Store(abc.ABC):
     # The build transaction: how new levels land unlisted and are published, per store kind.
 
     @abc.abstractmethod
-    def lock(self, build_id: str) -> AbstractContextManager[Any]:
+    def lock(self, build_id: str) -> AbstractContextManager[ImageHold]:
         """Hold the image for one build: a second one is refused with ImageBusyError."""
 
     @abc.abstractmethod
@@ -149,6 +149,13 @@ class Store(abc.ABC):
     def is_file(self, key: str) -> bool:
         """Whether ``key`` holds an object (not a folder)."""
         return self.exists(key)
+
+
+class ImageHold(Protocol):
+    """A held image lock, as the build sees it."""
+
+    def holds(self) -> bool:
+        """Whether the image is still ours: a lease can expire under a stopped process."""
 
 
 class BuildTransaction(abc.ABC):
@@ -304,7 +311,7 @@ class LocalStore(Store):
                     "away and run again. Nothing was written."
                 )
 
-    def lock(self, build_id: str) -> AbstractContextManager[Any]:
+    def lock(self, build_id: str) -> AbstractContextManager[ImageHold]:
         from .transaction import ImageLock
 
         return ImageLock(self.root, build_id)

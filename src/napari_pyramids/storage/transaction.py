@@ -2,8 +2,9 @@
 
 A build never writes where a reader looks until the data is complete:
 
-1. ``.napari-pyramids.lock`` is taken with ``flock`` (the kernel drops it when its holder dies,
-   so a crashed build never leaves a lock that blocks the next one);
+1. ``.napari-pyramids.lock`` is taken with the OS's file lock (``flock``, ``msvcrt.locking``:
+   dropped when its holder dies, so a crashed build never blocks the next one), or, where
+   there is none, held as a lease (``lease.py``);
 2. new levels are written into ``.napari-pyramids-build-<id>/levels/<k>``, a hidden folder that
    no metadata lists, beside a ``journal.json`` saying what the build is about to do;
 3. publishing first records every move it is about to make in the journal, then moves old
@@ -24,9 +25,7 @@ the renamed levels back where they were. Leftovers without our journal are never
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -50,6 +49,20 @@ from ..untrusted import (
     MAX_JSON_VALUES,
     journal_problem,
 )
+from .lease import FileLeaseStore, LeaseLock
+from .localfs import (
+    BINARY,
+    CLOEXEC,
+    flush_tree,
+    fsync_dir,
+    has_os_lock,
+    open_no_link,
+    read_at,
+    same_file,
+    try_lock,
+    unlock_and_remove,
+    write_at,
+)
 from .store import BuildTransaction, LocalStore, encode_json
 
 TOOL = "napari-pyramids"
@@ -58,6 +71,8 @@ BUILD_PREFIX = ".napari-pyramids-build-"
 JOURNAL = "journal.json"
 SKELETON = ("levels", "aside")
 _JOURNAL_TEMP = re.compile(r"^journal\.json\.[0-9a-f]{32}\.tmp$")
+# What a lease (lease.py) leaves when its holder dies while renewing or taking over.
+_LEASE_TEMP = re.compile(rf"^{re.escape(LOCK_NAME)}\.[0-9a-f]{{32}}\.(new|old)$")
 _READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 # A journal carries the original metadata document as an escaped JSON string (up to ~4x its
 # bytes) plus a few entries per level: the metadata's own caps with room for that.
@@ -90,24 +105,17 @@ def sha256(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_parents(root: Path, rels: Sequence[str]) -> None:
     """Make renames below ``root`` durable before the metadata that depends on them changes."""
     for folder in sorted({(root / rel).parent for rel in rels} | {root}):
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
 def atomic_write(target: Path, data: bytes, scratch: Path) -> None:
     """Replace ``target`` by ``data`` in one rename; ``scratch`` is a folder on the same disk."""
     temp = scratch / f"{target.name}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    # O_EXCL refuses any existing name, a symbolic link included.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC | BINARY, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -118,7 +126,7 @@ def atomic_write(target: Path, data: bytes, scratch: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def read_bytes(path: Path) -> bytes | None:
@@ -128,25 +136,19 @@ def read_bytes(path: Path) -> bytes | None:
         return None
 
 
-def sync_filesystem(path: Path) -> None:
-    """Flush everything written on ``path``'s filesystem to disk (``syncfs``, else ``sync``)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
-
-
 class ImageLock:
-    """One build per image at a time, across processes and hosts sharing the filesystem."""
+    """One build per image at a time, across processes and hosts sharing the filesystem.
+
+    The OS's own lock where there is one (it is dropped when its holder dies, so a crashed
+    build never blocks the next); elsewhere a lease in the same file (see ``lease.py``).
+    """
 
     def __init__(self, root: Path, build_id: str) -> None:
         self.root = root
         self.path = root / LOCK_NAME
         self.build_id = build_id
         self._fd: int | None = None
+        self._lease: LeaseLock | None = None
 
     def __enter__(self) -> ImageLock:
         self.acquire()
@@ -155,7 +157,21 @@ class ImageLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+    def _busy(self, holder: str) -> str:
+        return (
+            f"{self.root} is being built by another process ({holder}); wait for that build "
+            "to finish or cancel it, then run again. Nothing was written."
+        )
+
     def acquire(self) -> None:
+        if not has_os_lock():
+            lease = LeaseLock(FileLeaseStore(self.path), self.build_id, self._busy("{holder}"))
+            try:
+                lease.acquire()
+            except OSError as exc:
+                raise storage_error(exc, self.root) from None
+            self._lease = lease
+            return
         fd = self._locked_descriptor()
         holder = {
             "tool": TOOL,
@@ -166,24 +182,24 @@ class ImageLock:
         }
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, encode_json(holder), 0)
+            write_at(fd, encode_json(holder))
         except BaseException as exc:
             # Give the lock back (file included): a leaked descriptor would hold it forever.
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            os.close(fd)
+            unlock_and_remove(fd, self.path)
             if isinstance(exc, OSError):
                 raise storage_error(exc, self.root) from None
             raise
         self._fd = fd
 
+    def holds(self) -> bool:
+        """Whether this build still holds the image (a lease can be lost; an OS lock not)."""
+        return self._lease.holds() if self._lease is not None else self._fd is not None
+
     def _locked_descriptor(self) -> int:
-        """An open descriptor of the lock file, holding its flock."""
+        """An open descriptor of the lock file, holding the OS lock."""
         while True:
             try:
-                fd = os.open(
-                    self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
-                )
+                fd = open_no_link(self.path, os.O_RDWR | os.O_CREAT)
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
                     raise PyramidError(
@@ -191,19 +207,17 @@ class ImageLock:
                     ) from None
                 raise storage_error(exc, self.root) from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                # The previous holder may have unlinked the file between our open and flock.
+                if not try_lock(fd):
+                    holder = _read_holder(fd)
+                    os.close(fd)
+                    raise ImageBusyError(self._busy(holder))
+                # The previous holder may have unlinked the file between our open and lock.
                 try:
-                    same = _same_file(os.fstat(fd), os.lstat(self.path))
+                    same = same_file(os.fstat(fd), os.lstat(self.path))
                 except FileNotFoundError:
                     same = False
-            except BlockingIOError:
-                holder = _read_holder(fd)
-                os.close(fd)
-                raise ImageBusyError(
-                    f"{self.root} is being built by another process ({holder}); wait for that "
-                    "build to finish or cancel it, then run again. Nothing was written."
-                ) from None
+            except ImageBusyError:
+                raise
             except BaseException as exc:
                 os.close(fd)
                 if isinstance(exc, OSError):
@@ -214,24 +228,20 @@ class ImageLock:
             os.close(fd)
 
     def release(self) -> None:
+        if self._lease is not None:
+            lease, self._lease = self._lease, None
+            lease.release()
+            return
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
-        try:
-            # A lock file left behind is harmless (the next build takes it over).
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-        finally:
-            os.close(fd)
-
-
-def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
+        # A lock file left behind is harmless (the next build takes it over).
+        unlock_and_remove(fd, self.path)
 
 
 def _read_holder(fd: int) -> str:
     try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        info = json.loads(read_at(fd, 4096) or b"{}")
         return f"pid {info['pid']} on {info['host']} since {info['since']}"
     except (ValueError, KeyError, TypeError, OSError):
         return "holder unknown"
@@ -339,7 +349,7 @@ class BuildFolder(BuildTransaction):
         created = [(name, data) for name, data in extra_files if not (self.root / name).exists()]
         journal.created_files = [(name, sha256(data)) for name, data in created]
         # Level data durable before any rename can make it reachable.
-        sync_filesystem(self.path)
+        flush_tree(self.path)
         self.save()
         metadata = self.root / journal.metadata_file
         if intermediate is not None and intermediate != journal.original:
@@ -353,7 +363,7 @@ class BuildFolder(BuildTransaction):
         for name, data in created:
             atomic_write(self.root / name, data, self.path)
         _fsync_parents(self.root, [rel for _, rel in new_levels])
-        _fsync_dir(self.path / "aside")
+        fsync_dir(self.path / "aside")
         atomic_write(metadata, final, self.path)
         self.committed = True
         journal.phase = "published"
@@ -429,6 +439,10 @@ def recover(root: Path) -> list[str]:
     step can be interrupted and redone: a recovery killed half-way is finished by the next.
     """
     report = []
+    for entry in os.scandir(root):
+        if _LEASE_TEMP.match(entry.name) and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+            report.append(f"removed {entry.name} (a lease being renewed when its build died)")
     for folder in leftover_builds(root):
         if os.path.islink(folder) or not folder.is_dir():
             warnings.warn(f"{folder} is not a build folder of ours; left alone", stacklevel=2)
