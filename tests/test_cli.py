@@ -141,3 +141,25 @@ def test_ctrl_c_after_the_publish_reports_the_pyramid_built(tmp_path, rng, capsy
     assert main(["build", str(path), "--levels", "3", "--quiet"]) == 2
     assert "level '1' already exists" in capsys.readouterr().err
     assert not [n for n in path.iterdir() if n.name.startswith(".napari-pyramids")]
+
+
+def test_a_closed_pipe_ends_quietly_with_no_traceback(tmp_path, rng):
+    """``napari-pyramids info IMAGE | head -1``: the reader has gone before we write."""
+    import os
+
+    path = write_image(tmp_path / "img.zarr", rng.integers(0, 9, (64, 64), dtype=np.uint8))
+    for command in (["info", str(path)], ["sample", str(tmp_path / "s.zarr"), "--size", "64"]):
+        read, write = os.pipe()
+        os.close(read)  # every write of the child now meets a closed pipe
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "napari_pyramids.cli", *command],
+                stdout=write,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            os.close(write)
+        assert done.stderr == "", command
+        assert done.returncode == 141, command

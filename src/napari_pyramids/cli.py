@@ -6,6 +6,7 @@ Every refusal is one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -17,6 +18,8 @@ from .pyramid.reduce import EDGES
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
+# What a shell reports for a process ended by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
 
 
 def _levels(text: str) -> int | str:
@@ -87,6 +90,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    try:
+        status = _run(argv)
+        # Flush here, where a closed pipe can still be handled, not at interpreter exit.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader of our output went away (``| head``): stop quietly, as POSIX tools do.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("napari-pyramids: interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
@@ -96,6 +114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BuildCancelled, KeyboardInterrupt):
         print("napari-pyramids: cancelled; the image is unchanged", file=sys.stderr)
         return EXIT_CANCELLED
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that the exit's own flush cannot fail again."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 def _build(args: argparse.Namespace) -> int:
