@@ -45,6 +45,9 @@ LABELS = {
 }
 BUILDERS = ("ours", "tensorstore", "zarrs", "ome-zarr-pyramid", "ngio", "seed", "ngff-zarr")
 ALL_TOOLS = (*BUILDERS, "floor-tensorstore", "floor-zarr")
+SEED_V2_ONLY = (
+    "fractal-tasks-core 1.x reads and writes zarr v2 only; not run on the zarr v3 images"
+)
 # Peers run in the main environment when their module imports: (module, pip requirement).
 MAIN_ENV_PEERS = {
     "tensorstore": ("tensorstore", "tensorstore"),
@@ -281,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     skipped: dict[str, str] = dict(NOT_POSSIBLE)
     if not os.path.exists(TIME):
         log(f"{TIME} not found (apt-get install time): launcher.py measures peak RSS instead")
+    workloads = [wl.Workload(s, f) for s in args.sizes for f in args.formats]
+    if "seed" in tools and all(w.zarr_format != 2 for w in workloads):
+        tools.remove("seed")
+        skipped["seed on zarr v3"] = SEED_V2_ONLY
     envs: dict[str, Path] = {}
     for tool in [t for t in tools if t in OWN_ENVS]:
         python = own_python(work, tool)
@@ -294,7 +301,6 @@ def main(argv: list[str] | None = None) -> int:
             tools.remove(tool)
             skipped[tool] = f"{module} is not installed: pip install {package!r}"
 
-    workloads = [wl.Workload(s, f) for s in args.sizes for f in args.formats]
     images = wl.generate(workloads, work / "images", log=log)
     results = Results(
         started=datetime.datetime.now().isoformat(timespec="seconds"),
@@ -308,10 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             for tool in tools:
                 if tool == "seed" and w.zarr_format != 2:
-                    results.skipped["seed on zarr v3"] = (
-                        "fractal-tasks-core 1.x reads and writes zarr v2 only; not run on the "
-                        "zarr v3 images"
-                    )
+                    results.skipped["seed on zarr v3"] = SEED_V2_ONLY
                     continue
                 target = work / "runs" / tool / f"{w.name}.ome.zarr"
                 fresh_copy(images[w.name], target)
@@ -429,7 +432,10 @@ def markdown(results: Results, workloads: list[wl.Workload], tools: list[str]) -
                     continue
                 cells = ["failed", "", "", "", ""]
             else:
-                ratio = f"{mine['wall'] / s['wall']:.2f}" if mine and tool != "ours" else "1"
+                if tool == "ours":
+                    ratio = "1"
+                else:
+                    ratio = f"{mine['wall'] / s['wall']:.2f}" if mine else "–"
                 check = results.checks.get(w.name, {}).get(tool, {}).get("summary", "–")
                 cells = [
                     f"{s['wall']:.2f} ({s['min']:.2f}–{s['max']:.2f})",
