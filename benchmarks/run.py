@@ -4,8 +4,8 @@
     python benchmarks/run.py                # 256 MiB, 1 GiB and 4 GiB, 3 repeats (long)
 
 See benchmarks/README.md for what is measured and how. Everything the run needs that is not
-in the current environment (the seed's zarr-2 environment, the images) is made once under
-the work folder (default benchmarks/.work/, gitignored).
+in the current environment (the own environments of the seed and of ngio, the images) is
+made once under the work folder (default benchmarks/.work/, gitignored).
 """
 
 from __future__ import annotations
@@ -32,17 +32,59 @@ import verify  # noqa: E402
 import workload as wl  # noqa: E402
 
 TIME = "/usr/bin/time"
-SEED_REQUIREMENT = "fractal-tasks-core==1.4.*"
 LABELS = {
     "ours": "napari-pyramids",
     "tensorstore": "tensorstore downsample",
+    "zarrs": "zarr-python + zarrs pipeline, naive per level",
+    "ome-zarr-pyramid": "ome-zarr-pyramid 0.4",
+    "ngio": "ngio 1.1",
     "seed": "fractal-tasks-core 1.4 (seed)",
     "ngff-zarr": "ngff-zarr",
     "floor-tensorstore": "read floor (tensorstore)",
     "floor-zarr": "read floor (zarr-python)",
 }
-BUILDERS = ("ours", "tensorstore", "seed", "ngff-zarr")
+BUILDERS = ("ours", "tensorstore", "zarrs", "ome-zarr-pyramid", "ngio", "seed", "ngff-zarr")
 ALL_TOOLS = (*BUILDERS, "floor-tensorstore", "floor-zarr")
+SEED_V2_ONLY = (
+    "fractal-tasks-core 1.x reads and writes zarr v2 only; not run on the zarr v3 images"
+)
+# Peers run in the main environment when their module imports: (module, pip requirement).
+MAIN_ENV_PEERS = {
+    "tensorstore": ("tensorstore", "tensorstore"),
+    "zarrs": ("zarrs", "zarrs"),
+    "ome-zarr-pyramid": ("ome_zarr_pyramid", "ome-zarr-pyramid==0.4.*"),
+    "ngff-zarr": ("ngff_zarr", "ngff-zarr"),
+    "floor-tensorstore": ("tensorstore", "tensorstore"),
+}
+
+
+@dataclass(frozen=True)
+class OwnEnv:
+    """A peer whose dependencies conflict with ours: its own venv under the work folder."""
+
+    folder: str
+    requirement: str
+    probe: str  # a module that imports once the install worked
+    why: str  # why it cannot share our environment
+    versions: tuple[str, ...]  # distributions whose versions the report names
+
+
+OWN_ENVS = {
+    "seed": OwnEnv(
+        "seed-venv",
+        "fractal-tasks-core==1.4.*",
+        "fractal_tasks_core.pyramids",
+        "zarr 2",
+        ("fractal-tasks-core", "zarr", "dask", "numpy"),
+    ),
+    "ngio": OwnEnv(
+        "ngio-venv",
+        "ngio==1.1.*",
+        "ngio",
+        "pandas < 3, through anndata",
+        ("ngio", "zarr", "dask", "numpy", "pandas"),
+    ),
+}
 NOT_POSSIBLE = {
     "ome-zarr": (
         "ome-zarr-py cannot add levels to an existing level 0: write_image / "
@@ -86,20 +128,21 @@ def log(message: str) -> None:
 # --- environments ---------------------------------------------------------------------------
 
 
-def seed_python(work: Path) -> Path | None:
-    """The seed's own virtual environment (zarr 2), created on first use."""
-    venv = work / "seed-venv"
+def own_python(work: Path, tool: str) -> Path | None:
+    """The python of a peer's own virtual environment, created on first use."""
+    env = OWN_ENVS[tool]
+    venv = work / env.folder
     python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import fractal_tasks_core.pyramids"]
+    probe = [str(python), "-c", f"import {env.probe}"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return python
-    log(f"creating the seed environment in {venv} ({SEED_REQUIREMENT}, zarr 2)")
+    log(f"creating the {tool} environment in {venv} ({env.requirement}; it needs {env.why})")
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "--quiet", SEED_REQUIREMENT]
+    pip = [str(python), "-m", "pip", "install", "--quiet", env.requirement]
     done = subprocess.run(pip, capture_output=True, text=True)
     if done.returncode != 0 or subprocess.run(probe, capture_output=True).returncode != 0:
-        log(f"could not install {SEED_REQUIREMENT}:\n{done.stderr[-2000:]}")
+        log(f"could not install {env.requirement}:\n{done.stderr[-2000:]}")
         return None
     return python
 
@@ -110,11 +153,22 @@ def importable(module: str) -> bool:
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
-def package_versions(seed: Path | None) -> dict:
+def package_versions(envs: dict[str, Path]) -> dict:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for name in ("numpy", "zarr", "numcodecs", "dask", "tensorstore", "ngff-zarr", "ome-zarr"):
+    for name in (
+        "numpy",
+        "zarr",
+        "numcodecs",
+        "dask",
+        "tensorstore",
+        "zarrs",
+        "ome-zarr-pyramid",
+        "dyna-zarr",
+        "ngff-zarr",
+        "ome-zarr",
+    ):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -123,13 +177,14 @@ def package_versions(seed: Path | None) -> dict:
         ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True
     )
     versions["napari-pyramids"] = rev.stdout.strip() or "unknown"
-    if seed is not None:
+    for tool, python in envs.items():
+        names = OWN_ENVS[tool].versions
         code = (
             "from importlib import metadata as m; print(' '.join(f'{p}=={m.version(p)}' for p in"
-            " ('fractal-tasks-core', 'zarr', 'dask', 'numpy')))"
+            f" {names!r}))"
         )
-        out = subprocess.run([str(seed), "-c", code], capture_output=True, text=True)
-        versions["seed environment"] = out.stdout.strip()
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+        versions[f"{tool} environment"] = out.stdout.strip()
     return versions
 
 
@@ -197,8 +252,8 @@ def timed_process(argv: list[str], env: dict, logs: Path) -> tuple[float, int, f
         return wall, code, 0.0, float("nan")
 
 
-def run_tool(tool: str, image: Path, levels: int, seed: Path | None, logs: Path) -> tuple:
-    python = str(seed) if tool == "seed" else sys.executable
+def run_tool(tool: str, image: Path, levels: int, envs: dict[str, Path], logs: Path) -> tuple:
+    python = str(envs.get(tool, sys.executable))
     env = dict(os.environ)
     if tool == "ours":
         # Measure this checkout, whatever napari-pyramids the environment has installed.
@@ -227,26 +282,31 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     tools = [t for t in ALL_TOOLS if t in args.tools]
     skipped: dict[str, str] = dict(NOT_POSSIBLE)
-    seed = seed_python(work) if "seed" in tools else None
-    if "seed" in tools and seed is None:
+    if not os.path.exists(TIME):
+        log(f"{TIME} not found (apt-get install time): launcher.py measures peak RSS instead")
+    workloads = [wl.Workload(s, f) for s in args.sizes for f in args.formats]
+    if "seed" in tools and all(w.zarr_format != 2 for w in workloads):
         tools.remove("seed")
-        skipped["seed"] = f"{SEED_REQUIREMENT} could not be installed (see the log above)"
-    for tool, module, package in (
-        ("tensorstore", "tensorstore", "tensorstore"),
-        ("ngff-zarr", "ngff_zarr", "ngff-zarr"),
-        ("floor-tensorstore", "tensorstore", "tensorstore"),
-    ):
+        skipped["seed on zarr v3"] = SEED_V2_ONLY
+    envs: dict[str, Path] = {}
+    for tool in [t for t in tools if t in OWN_ENVS]:
+        python = own_python(work, tool)
+        if python is None:
+            tools.remove(tool)
+            skipped[tool] = f"{OWN_ENVS[tool].requirement} could not be installed (see the log)"
+        else:
+            envs[tool] = python
+    for tool, (module, package) in MAIN_ENV_PEERS.items():
         if tool in tools and not importable(module):
             tools.remove(tool)
-            skipped[tool] = f"{module} is not installed: pip install {package}"
+            skipped[tool] = f"{module} is not installed: pip install {package!r}"
 
-    workloads = [wl.Workload(s, f) for s in args.sizes for f in args.formats]
     images = wl.generate(workloads, work / "images", log=log)
     results = Results(
         started=datetime.datetime.now().isoformat(timespec="seconds"),
         command=" ".join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
         machine=machine(work),
-        versions=package_versions(seed),
+        versions=package_versions(envs),
         levels=args.levels,
         skipped=skipped,
     )
@@ -254,15 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             for tool in tools:
                 if tool == "seed" and w.zarr_format != 2:
-                    results.skipped["seed on zarr v3"] = (
-                        "fractal-tasks-core 1.x reads and writes zarr v2 only; not run on the "
-                        "zarr v3 images"
-                    )
+                    results.skipped["seed on zarr v3"] = SEED_V2_ONLY
                     continue
                 target = work / "runs" / tool / f"{w.name}.ome.zarr"
                 fresh_copy(images[w.name], target)
                 wall, work_s, rss, cpu, ok, error = run_tool(
-                    tool, target, args.levels, seed, work / "logs" / tool / w.name
+                    tool, target, args.levels, envs, work / "logs" / tool / w.name
                 )
                 results.runs.append(Run(tool, w.name, repeat, wall, work_s, rss, cpu, ok, error))
                 state = "ok" if ok else "FAILED"
@@ -375,7 +432,10 @@ def markdown(results: Results, workloads: list[wl.Workload], tools: list[str]) -
                     continue
                 cells = ["failed", "", "", "", ""]
             else:
-                ratio = f"{mine['wall'] / s['wall']:.2f}" if mine and tool != "ours" else "1"
+                if tool == "ours":
+                    ratio = "1"
+                else:
+                    ratio = f"{mine['wall'] / s['wall']:.2f}" if mine else "–"
                 check = results.checks.get(w.name, {}).get(tool, {}).get("summary", "–")
                 cells = [
                     f"{s['wall']:.2f} ({s['min']:.2f}–{s['max']:.2f})",

@@ -5,7 +5,9 @@ membrane-like network, both varying smoothly along Z, with Poisson (shot) noise 
 data compresses like real fluorescence images do, unlike uniform random numbers.
 
 Only numpy, scipy and zarr-python 3 are needed. The same planes are written once per format:
-zarr v2 / NGFF 0.4 with blosc-lz4 (byte shuffle) and zarr v3 / NGFF 0.5 with zstd.
+zarr v2 / NGFF 0.4 with blosc-lz4 (byte shuffle), zarr v3 / NGFF 0.5 with zstd, and zarr v3 /
+NGFF 0.5 sharded (small inner chunks in large shards, as converters write NGFF 0.5 today)
+with blosc-lz4.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ SIZES = {"256MiB": 2048, "1GiB": 4096, "4GiB": 8192}
 CHANNELS = 2
 DEPTH = 16
 CHUNKS_YX = 1024
-FORMATS = ("v2-blosc-lz4", "v3-zstd")
+# The sharded format: inner chunks of this size in shards of CHUNKS_YX.
+INNER_CHUNKS_YX = 256
+FORMATS = ("v2-blosc-lz4", "v3-zstd", "v3-sharded-blosc-lz4")
 # Structures are drawn on a grid this many times coarser than level 0, then interpolated.
 _COARSE = 8
 
@@ -40,8 +44,20 @@ class Workload:
 
     @property
     def chunks(self) -> tuple[int, int, int, int]:
+        """The chunk shape: the inner chunks of a sharded format."""
+        n = min(INNER_CHUNKS_YX if self.sharded else CHUNKS_YX, SIZES[self.size])
+        return (1, 1, n, n)
+
+    @property
+    def shards(self) -> tuple[int, int, int, int] | None:
+        if not self.sharded:
+            return None
         n = min(CHUNKS_YX, SIZES[self.size])
         return (1, 1, n, n)
+
+    @property
+    def sharded(self) -> bool:
+        return "sharded" in self.fmt
 
     @property
     def zarr_format(self) -> int:
@@ -131,6 +147,9 @@ def create_image(workload: Workload, path: Path):
 
         kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
         kwargs["compressors"] = Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
+    elif workload.sharded:
+        kwargs["dimension_names"] = ["c", "z", "y", "x"]
+        kwargs["compressors"] = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
     else:
         kwargs["dimension_names"] = ["c", "z", "y", "x"]
         kwargs["compressors"] = zarr.codecs.ZstdCodec(level=3)
@@ -138,6 +157,7 @@ def create_image(workload: Workload, path: Path):
         "0",
         shape=workload.shape,
         chunks=workload.chunks,
+        shards=workload.shards,
         dtype="uint16",
         fill_value=0,
         **kwargs,
