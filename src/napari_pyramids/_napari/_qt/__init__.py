@@ -1,1 +1,1 @@
-"""Qt widgets and the build worker; the only modules that import Qt."""
+"""Qt widgets, the build runner and its worker; the only modules that import Qt."""

@@ -1,0 +1,110 @@
+"""Which loaded layers show an OME-Zarr image on disk, grouped by image, kept up to date.
+
+The layer picker of the Pyramid Builder, without its combo box: the widget owns the control
+and reads :meth:`LayerPicker.choices` through it. Qt-free: it needs only napari's layer list.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from napari.components import LayerList
+from napari.layers import Labels, Layer
+from psygnal import Signal
+
+from ..errors import PyramidError, visible_text
+from .layers import CHANNEL_KEY, PREVIEW_KEY, image_path_of, layer_data
+from .texts import listing_note
+
+try:  # private in napari, stable since 0.4.16: gives layers read here their source path
+    from napari.layers._source import layer_source
+except ImportError:  # pragma: no cover
+    import contextlib
+
+    layer_source = contextlib.nullcontext  # type: ignore[assignment]
+
+
+def image_root(layer: Layer) -> Path:
+    """The image group ``layer`` shows; PyramidError says why it has none."""
+    if PREVIEW_KEY in layer.metadata:
+        raise PyramidError("a preview")
+    return image_path_of(layer.metadata, layer.source.path, isinstance(layer, Labels), layer.name)
+
+
+def root_or_none(layer: Layer | None) -> Path | None:
+    """The image group ``layer`` shows, or None for no layer or a layer of no image."""
+    if layer is None:
+        return None
+    try:
+        return image_root(layer)
+    except PyramidError:
+        return None
+
+
+def source_layers(layers: LayerList, root: Path) -> list[Layer]:
+    """The layers showing the image at ``root``, bottom to top (previews excluded)."""
+    return [layer for layer in layers if root_or_none(layer) == root]
+
+
+def channel_of(layer: Layer, position: int) -> int:
+    """The channel ``layer`` shows: as recorded by our reader, else its place among its image's."""
+    channel = layer.metadata.get(CHANNEL_KEY)
+    return channel if isinstance(channel, int) else position
+
+
+def read_layers(path: str | os.PathLike[str]) -> list[Layer]:
+    """The layers of the image at ``path``, made (level 0 read) but not added to a viewer.
+
+    Raises
+    ------
+    PyramidError
+        If the image is refused; making a layer reads level 0's first slice, so a crafted
+        chunk fails here too, before any layer could be added.
+    """
+    planned = layer_data(path)
+    with layer_source(path=os.fspath(path), reader_plugin="napari-pyramids"):
+        return [Layer.create(data, kwargs, kind) for data, kwargs, kind in planned]
+
+
+class LayerPicker:
+    """The layers a build can start from, following the viewer's layer list.
+
+    ``changed`` is emitted when a layer is added, removed or renamed: the choices may differ.
+    """
+
+    changed = Signal()
+
+    def __init__(self, layers: LayerList) -> None:
+        self._layers = layers
+        self.note = ""
+        layers.events.inserted.connect(self._on_inserted)
+        layers.events.removed.connect(self._on_removed)
+        for layer in layers:
+            layer.events.name.connect(self._on_renamed)
+
+    def choices(self, *_: Any) -> list[tuple[str, Layer]]:
+        """The (shown name, layer) entries, top layer first; :attr:`note` says what is left out."""
+        listed, unlisted = [], []
+        for layer in reversed(self._layers):
+            try:
+                image_root(layer)
+            except PyramidError as exc:
+                if PREVIEW_KEY not in layer.metadata:
+                    unlisted.append((layer.name, str(exc)))
+                continue
+            listed.append((visible_text(layer.name), layer))
+        self.note = listing_note(bool(listed), unlisted)
+        return listed
+
+    def _on_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self._on_renamed)
+        self.changed.emit()
+
+    def _on_removed(self, event: Any) -> None:
+        event.value.events.name.disconnect(self._on_renamed)
+        self.changed.emit()
+
+    def _on_renamed(self, *_: Any) -> None:
+        self.changed.emit()

@@ -1,0 +1,124 @@
+"""What the Pyramid Builder says: every line of its labels and status, as plain text.
+
+Qt-free and napari-free, so the wording is read and tested without a viewer. Names that
+come from an image (layer names, paths, level names, errors) are passed through as they
+are; the widget shows them in plain-text labels through
+:func:`~napari_pyramids.errors.visible_text`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PyramidError, format_bytes, visible_text
+from ..estimate import disk_estimate
+from ..ome.image import OmeZarrImage, read_array_info
+
+if TYPE_CHECKING:
+    from ..engine import Progress
+    from ..pyramid.plan import PyramidPlan
+
+NO_LAYER = (
+    "No layer from an OME-Zarr image on disk is loaded: open one with File > Open "
+    "(reader napari-pyramids) or load File > Open Sample > napari-pyramids."
+)
+READY = "Ready: Preview shows the pyramid without writing anything."
+BUSY = "A build is already running; wait for it or cancel it."
+CANCELLING = "Cancelling… the image will be left as it was."
+CANCELLED = "Cancelled; the image is unchanged."
+PUBLISHING = "Publishing the new levels…"
+# The layers the picker leaves out are named, up to this many.
+UNLISTED_SHOWN = 5
+
+
+def listing_note(listed: bool, unlisted: Sequence[tuple[str, str]]) -> str:
+    """Why the picker is empty, and which layers it leaves out: (name, reason) pairs."""
+    notes = [] if listed else [NO_LAYER]
+    if unlisted:
+        named = "; ".join(f"{name!r} ({reason})" for name, reason in unlisted[:UNLISTED_SHOWN])
+        extra = len(unlisted) - UNLISTED_SHOWN
+        more = f"; and {extra} more" if extra > 0 else ""
+        notes.append("Not listed, not from an OME-Zarr image on disk: " + named + more)
+    return "\n".join(notes)
+
+
+def describe_on_disk(image: OmeZarrImage) -> str:
+    """The picked image in a few plain lines: where, what, and the levels it has."""
+    level0 = image.level0
+    shape = "×".join(str(n) for n in level0.shape)
+    names = [visible_text(a.name) for a in image.axes]
+    axes = "".join(names) if all(len(n) == 1 for n in names) else ",".join(names)
+    kind = "labels" if image.is_label else "image"
+    sizes = []
+    for path in image.level_paths:
+        try:
+            info = read_array_info(image.store, path, image.zarr_format)
+            sizes.append("×".join(str(info.shape[i]) for i in image.yx_axes))
+        except PyramidError:
+            sizes.append("missing")
+    return (
+        f"{visible_text(str(image.root))}\n{kind}: {axes} {shape} {level0.dtype}, "
+        f"zarr v{image.zarr_format} / NGFF {image.ngff_version}\n"
+        f"on disk: {len(sizes)} level(s) ({', '.join(sizes)})"
+    )
+
+
+def describe_plan(plan: PyramidPlan, ratio: float | None) -> str:
+    """Each planned level's shape, then the disk space the new levels need and the free space.
+
+    ``ratio`` is level 0's stored/raw size (None if unknown: counted as uncompressed).
+    """
+    lines = []
+    for level in plan.levels:
+        shape = "×".join(str(n) for n in level.shape)
+        lines.append(f"level {level.index} ({level.path}): {shape}")
+    estimate = disk_estimate(plan, ratio if ratio is not None else 1.0)
+    ratio_text = f"level 0 stores 1:{1 / ratio:.1f}" if ratio else "uncompressed"
+    text = f"needs ~{format_bytes(estimate.stored_bytes)} on disk ({ratio_text})"
+    if estimate.free_bytes is not None:
+        text += f", {format_bytes(estimate.free_bytes)} free"
+        if not estimate.fits:
+            text += " - NOT ENOUGH SPACE"
+    lines.append(text)
+    return "\n".join(lines)
+
+
+def nothing_to_build(reason: str) -> str:
+    """The summary when the controls ask for no valid pyramid."""
+    return f"Nothing to build as set: {reason}"
+
+
+def preview_text(levels: Sequence[Any]) -> str:
+    """The status while a preview of ``levels`` (arrays, Y and X last) is on show."""
+    shapes = ", ".join("×".join(map(str, level.shape[-2:])) for level in levels)
+    return (
+        f"Preview of {len(levels)} levels ({shapes}); nothing is written. Delete the "
+        "preview layer to see the source again."
+    )
+
+
+def building_text(plan: PyramidPlan, root: Path) -> str:
+    """The status as a build starts."""
+    return f"Building {len(plan.new_levels)} levels of {root.name}…"
+
+
+def progress_text(step: Progress, cancelling: bool) -> str | None:
+    """The status for a build's progress step; None keeps the status as it is."""
+    if step.phase == "writing":
+        return None if cancelling else f"Writing: block {step.done} of {step.total}"
+    if step.phase == "publishing":
+        return PUBLISHING
+    return None
+
+
+def built_text(plan: PyramidPlan, root: Path, cancel_too_late: bool) -> str:
+    """The status once a build published its levels."""
+    late = " (the cancel came too late)" if cancel_too_late else ""
+    return f"Built {len(plan.levels)} levels of {root.name}{late}."
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a build failed: our own message, or the exception's type and message."""
+    return str(exc) if isinstance(exc, PyramidError) else f"{type(exc).__name__}: {exc}"
