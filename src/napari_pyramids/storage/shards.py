@@ -210,22 +210,29 @@ class ShardArray(ChunkArray):
             shard[tuple(slice(0, n) for n in part.shape)] = part
         else:
             shard = np.ascontiguousarray(part, dtype=self.dtype)
-        encoded = self.encode_shard(shard, write_empty)
+        encoded = self.encode_shard(shard, part.shape, write_empty)
         if encoded is None:
             self.store.delete(key)
         else:
             self.store.set(key, encoded)
 
-    def encode_shard(self, shard: np.ndarray, write_empty: bool) -> bytes | None:
-        """A whole shard's bytes as zarr-python lays them out; None if no chunk is kept."""
+    def encode_shard(
+        self, shard: np.ndarray, inside: tuple[int, ...], write_empty: bool
+    ) -> bytes | None:
+        """A whole shard's bytes as zarr-python lays them out; None if no chunk is kept.
+
+        ``inside`` is the part of the shard within the array: as zarr-python, inner chunks
+        wholly past the array's edge are never stored, even with ``write_empty``.
+        """
         layout = self._layout
-        shard = np.ascontiguousarray(shard)
         if not write_empty and all_fill(shard, self.fill_value):
             return None
         table = np.full((layout.count, 2), _MISSING, dtype="<u8")
         pieces: list[Any] = []
         position = layout.index_size if layout.index_at_start else 0
         for number, region in layout.stored_order:
+            if any(r.start >= n for r, n in zip(region, inside, strict=True)):
+                continue
             chunk = np.ascontiguousarray(shard[region])
             if not write_empty and all_fill(chunk, self.fill_value):
                 continue
