@@ -12,6 +12,7 @@ NGFF 0.5 image (uint16, 256x256 inner chunks in 1024x1024 shards, blosc-lz4): on
 - ``zarrs``: zarr-python with the zarrs codec pipeline (Rust), through ``ZarrArray``;
 - ``zarr``: zarr-python's own Python pipeline through ``ZarrArray`` (the fallback before);
 - ``tensorstore``: a LevelArray that reads and writes regions with tensorstore;
+- ``zarrista``: a LevelArray over zarrista (zarrs' Rust core called synchronously, 0.1);
 - ``ts-downsample``: not our build, the peer: tensorstore's downsample driver, level by level.
 
 Each timed run is a fresh process on a fresh copy of level 0, engines interleaved, timed by
@@ -33,7 +34,7 @@ from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-ENGINES = ("ours", "zarrs", "zarr", "tensorstore", "ts-downsample")
+ENGINES = ("ours", "zarrs", "zarr", "tensorstore", "zarrista", "ts-downsample")
 LEVELS = 6
 INNER, SHARD = 256, 1024
 
@@ -65,8 +66,11 @@ def _shards_image(path: Path, shape: tuple[int, ...]) -> None:
     group.attrs["ome"] = {
         "version": "0.5",
         "multiscales": [
-            {"name": path.name, "axes": axes, "datasets": [{"path": "0",
-             "coordinateTransformations": scale}]}  # fmt: skip
+            {
+                "name": path.name,
+                "axes": axes,
+                "datasets": [{"path": "0", "coordinateTransformations": scale}],
+            }
         ],
     }
     (path / ".complete").write_text("")
@@ -93,6 +97,28 @@ class TensorstoreArray:
         self._array[region].write(data).result()
 
 
+class ZarristaArray(TensorstoreArray):
+    """A LevelArray whose reads and writes are zarrs' (through zarrista, synchronously)."""
+
+    def __init__(self, store, key, info):
+        import zarrista
+
+        self.shape, self.dtype = info.shape, info.dtype
+        self.chunks = self.write_unit = info.write_unit
+        self._array = zarrista.Array.open(zarrista.store.FilesystemStore(store.path(key)), "/")
+
+    def read(self, region):
+        import numpy as np
+
+        return np.asarray(self._array.retrieve_array_subset(region))
+
+    def write(self, region, data, write_empty):
+        import numpy as np
+
+        data = np.ascontiguousarray(data)
+        self._array.store_array_subset(region, data, store_empty_chunks=write_empty)
+
+
 def build(engine: str, image: str) -> None:
     """One build with ``engine`` under the storage seam (the timed process)."""
     import napari_pyramids.engine as engine_module
@@ -108,6 +134,8 @@ def build(engine: str, image: str) -> None:
         zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
     if engine == "tensorstore":
         engine_module.open_level_array = TensorstoreArray
+    if engine == "zarrista":
+        engine_module.open_level_array = ZarristaArray
     start = time.perf_counter()
     if engine == "ts-downsample":
         ts_downsample(image)
@@ -130,8 +158,8 @@ def ts_downsample(image: str) -> None:
         outer = [min(c, n) for c, n in zip([1, 1, SHARD, SHARD], shape, strict=True)]
         meta["chunk_grid"] = {"name": "regular", "configuration": {"chunk_shape": outer}}
         sharding = json.loads(json.dumps(doc["codecs"][0]))
-        sharding["configuration"]["chunk_shape"] = [min(c, o) for c, o in
-                                                    zip([1, 1, INNER, INNER], outer)]  # fmt: skip
+        inner = [min(c, o) for c, o in zip([1, 1, INNER, INNER], outer, strict=True)]
+        sharding["configuration"]["chunk_shape"] = inner
         meta["codecs"] = [sharding]
         target = {"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{image}/{k}"},
                   "metadata": meta, "create": True}  # fmt: skip
@@ -172,7 +200,7 @@ def main() -> int:
         _shards_image(source, shape)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
-    runs: dict[str, list[tuple[float, float]]] = {e: [] for e in args.engines}
+    runs: dict[str, list[tuple[float, float, float]]] = {e: [] for e in args.engines}
     digests: dict[str, list[str]] = {}
     for repeat in range(args.repeats):
         for engine in args.engines:
@@ -185,19 +213,19 @@ def main() -> int:
             if code:
                 print(f"{engine}: failed\n{(logs / 'stderr').read_text()[-1500:]}", flush=True)
                 continue
-            runs[engine].append((wall, rss))
+            runs[engine].append((wall, rss, cpu))
             print(f"{engine} #{repeat}: {wall:.2f} s, {rss:.0f} MiB, cpu {cpu:.1f} s", flush=True)
             if engine not in digests:
                 digests[engine] = level_digests(image)
     print(f"\nsharded v3, {mib} MiB {shape}, {INNER}² in {SHARD}² shards, blosc-lz4, "
           f"{LEVELS} levels; medians of {args.repeats}\n")  # fmt: skip
-    print("| engine | wall s | peak RSS MiB | levels equal to ours |\n|---|---|---|---|")
+    print("| engine | wall s | CPU s | peak RSS MiB | levels equal to ours |")
+    print("|---|---|---|---|---|")
     for engine, values in runs.items():
         if values:
-            wall = statistics.median(v[0] for v in values)
-            rss = statistics.median(v[1] for v in values)
-            same = digests.get(engine) == digests.get("ours")
-            print(f"| {engine} | {wall:.2f} | {rss:.0f} | {'yes' if same else 'NO'} |")
+            wall, rss, cpu = (statistics.median(v[i] for v in values) for i in range(3))
+            same = "yes" if digests.get(engine) == digests.get("ours") else "NO"
+            print(f"| {engine} | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {same} |")
     return 0
 
 

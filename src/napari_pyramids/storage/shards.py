@@ -111,7 +111,7 @@ class ShardArray(ChunkArray):
     whatever part of it is wanted, and written whole.
     """
 
-    layout: ShardLayout | None = None
+    layout: ShardLayout
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen, (self.store, self.key, self.info))
@@ -127,11 +127,6 @@ class ShardArray(ChunkArray):
     @property
     def inner(self) -> tuple[int, ...]:
         return self.info.chunks
-
-    @property
-    def _layout(self) -> ShardLayout:
-        assert self.layout is not None
-        return self.layout
 
     def read_chunk(self, index: tuple[int, ...]) -> np.ndarray:
         """The whole decoded shard (edge shards include their padding)."""
@@ -158,7 +153,7 @@ class ShardArray(ChunkArray):
                 start, stop = max(i * c, t.start), min((i + 1) * c, t.stop)
                 source.append(slice(start - i * c, stop - i * c))
                 target.append(slice(start - t.start, stop - t.start))
-            offset, length = table[np.ravel_multi_index(coords, self._layout.chunks_per_shard)]
+            offset, length = table[np.ravel_multi_index(coords, self.layout.chunks_per_shard)]
             if offset == _MISSING:
                 out[tuple(target)] = self.fill_value
                 continue
@@ -174,11 +169,11 @@ class ShardArray(ChunkArray):
     def max_shard_bytes(self) -> int:
         """The largest object an honest shard of this array can be."""
         unit_bytes = math.prod(self.chunks) * self.dtype.itemsize
-        return chunk_file_limit(unit_bytes) + self._layout.index_size
+        return chunk_file_limit(unit_bytes) + self.layout.index_size
 
     def shard_index(self, raw: bytes, key: str) -> np.ndarray:
         """The (offset, length) of each inner chunk, row-major, checked against the shard."""
-        layout, size = self._layout, len(raw)
+        layout, size = self.layout, len(raw)
         if size < layout.index_size:
             raise self._corrupt(key, f"is {size} bytes, shorter than its index")
         start = 0 if layout.index_at_start else size - layout.index_size
@@ -224,7 +219,7 @@ class ShardArray(ChunkArray):
         ``inside`` is the part of the shard within the array: as zarr-python, inner chunks
         wholly past the array's edge are never stored, even with ``write_empty``.
         """
-        layout = self._layout
+        layout = self.layout
         if not write_empty and all_fill(shard, self.fill_value):
             return None
         table = np.full((layout.count, 2), _MISSING, dtype="<u8")
