@@ -9,7 +9,8 @@ NGFF 0.5 image (uint16, 256x256 inner chunks in 1024x1024 shards, blosc-lz4): on
 
 - ``ours``: :class:`~napari_pyramids.storage.shards.ShardArray` (one read per shard,
   inner chunks decoded by numcodecs);
-- ``zarrs``: zarr-python with the zarrs codec pipeline (Rust), through ``ZarrArray``;
+- ``zarrs``: zarr-python with the zarrs codec pipeline (Rust), through ``ZarrArray`` on
+  zarr's own LocalStore (zarrs ignores any other store class);
 - ``zarr``: zarr-python's own Python pipeline through ``ZarrArray`` (the fallback before);
 - ``tensorstore``: a LevelArray that reads and writes regions with tensorstore;
 - ``zarrista``: a LevelArray over zarrista (zarrs' Rust core called synchronously, 0.1);
@@ -131,7 +132,14 @@ def build(engine: str, image: str) -> None:
     if engine == "zarrs":
         import zarr
 
+        from napari_pyramids.storage.store import LocalStore
+
         zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
+        # zarrs takes only zarr's own store classes: on our checked subclass zarr-python
+        # quietly keeps its Python pipeline. zarrs then reads files itself, unchecked.
+        LocalStore.zarr_store = lambda self, prefix, read_only, max_file_bytes=None: (
+            zarr.storage.LocalStore(self.path(prefix), read_only=read_only)
+        )
     if engine == "tensorstore":
         engine_module.open_level_array = TensorstoreArray
     if engine == "zarrista":

@@ -8,13 +8,15 @@ themselves when an array uses a layout this module reproduces exactly:
   chunk's size (blosc, zstd, lz4, zlib, gzip, bz2, lzma), little-endian (or
   single-byte) integer or float data, a finite numeric fill value;
 - zarr v3: the ``bytes`` codec (little-endian) optionally followed by one of ``blosc``,
-  ``zstd`` or ``gzip``, regular chunks without sharding, ``default`` or ``v2`` chunk keys,
-  the same data types and fill values.
+  ``zstd`` or ``gzip``, regular chunks, ``default`` or ``v2`` chunk keys, the same data
+  types and fill values. Sharded arrays whose inner chunks are such chunks are read and
+  written whole shards at a time by :mod:`.shards`, with the same :class:`ChunkCodec`.
 
-Anything else (sharding, other codecs, big-endian, bool, NaN fill ...) returns None from
+Anything else (other codecs, big-endian, bool, NaN fill ...) returns None from
 :func:`open_chunk_array` and the engine uses zarr-python. Chunks are written as zarr-python
 writes them: edge chunks padded with the fill value, chunks equal to the fill value skipped
-unless ``write_empty_chunks``; tests compare the files byte for byte with zarr-python's.
+(and an existing one deleted) unless ``write_empty_chunks``; tests compare the files byte
+for byte with zarr-python's.
 
 Chunk files are untrusted input: a link to a device, a FIFO, a file larger than any chunk
 can encode to, a chunk that does not decode, or one that inflates past its size is refused
