@@ -50,7 +50,8 @@ from .chunkio import (
 from .store import Store
 
 # An inner chunk that is not stored: offset and length both all ones.
-_MISSING = np.uint64(2**64 - 1)
+_MISSING = 2**64 - 1
+Region = tuple[slice, ...]
 _INDEX_BYTES = {"name": "bytes", "configuration": {"endian": "little"}}
 
 
@@ -85,6 +86,36 @@ class ShardLayout:
                     code |= ((grid[dim] >> bit) & 1).astype(np.uint64) << np.uint64(out_bit)
                     out_bit += 1
         return np.argsort(code, kind="stable")
+
+    def pieces(self, take: tuple[slice, ...]) -> list[tuple[int, Region, Region]]:
+        """(row-major number, part of the inner chunk, where it goes in the part ``take``
+        of a shard) of every inner chunk ``take`` touches."""
+        if all(t.start == 0 and t.stop == n for t, n in zip(take, self.shard, strict=True)):
+            return self.whole_shard_pieces
+        return self._pieces(take)
+
+    @cached_property
+    def whole_shard_pieces(self) -> list[tuple[int, Region, Region]]:
+        return self._pieces(tuple(slice(0, n) for n in self.shard))
+
+    def _pieces(self, take: tuple[slice, ...]) -> list[tuple[int, Region, Region]]:
+        ranges = [
+            range(t.start // c, -(-t.stop // c)) for t, c in zip(take, self.inner, strict=True)
+        ]
+        out = []
+        for coords in itertools.product(*ranges):
+            source, target = [], []
+            for i, c, t in zip(coords, self.inner, take, strict=True):
+                start, stop = max(i * c, t.start), min((i + 1) * c, t.stop)
+                source.append(slice(start - i * c, stop - i * c))
+                target.append(slice(start - t.start, stop - t.start))
+            number = int(np.ravel_multi_index(coords, self.chunks_per_shard))
+            out.append((number, tuple(source), tuple(target)))
+        return out
+
+    @property
+    def shard(self) -> tuple[int, ...]:
+        return tuple(n * c for n, c in zip(self.chunks_per_shard, self.inner, strict=True))
 
     @cached_property
     def stored_order(self) -> list[tuple[int, tuple[slice, ...]]]:
@@ -141,28 +172,23 @@ class ShardArray(ChunkArray):
         if raw is None:
             out[...] = self.fill_value
             return out
-        table = self.shard_index(raw, key)
+        entries = self.shard_index(raw, key).tolist()
         data = memoryview(raw)
         scratch = np.empty(self.inner, dtype=self.dtype)
-        ranges = [
-            range(t.start // c, -(-t.stop // c)) for t, c in zip(take, self.inner, strict=True)
-        ]
-        for coords in itertools.product(*ranges):
-            source, target = [], []
-            for i, c, t in zip(coords, self.inner, take, strict=True):
-                start, stop = max(i * c, t.start), min((i + 1) * c, t.stop)
-                source.append(slice(start - i * c, stop - i * c))
-                target.append(slice(start - t.start, stop - t.start))
-            offset, length = table[np.ravel_multi_index(coords, self.layout.chunks_per_shard)]
+        for number, source, target in self.layout.pieces(take):
+            offset, length = entries[number]
             if offset == _MISSING:
-                out[tuple(target)] = self.fill_value
+                out[target] = self.fill_value
                 continue
             try:
-                self.codec.decode_into(data[int(offset) : int(offset + length)], scratch)
+                self.codec.decode_into(data[offset : offset + length], scratch)
             except DECODE_ERRORS as exc:
+                coords = tuple(
+                    int(i) for i in np.unravel_index(number, self.layout.chunks_per_shard)
+                )
                 where = f"{self.store.describe(key)}, inner chunk {coords}"
                 raise unreadable(self.store, self.key, where, exc) from None
-            out[tuple(target)] = scratch[tuple(source)]
+            out[target] = scratch[source]
         return out
 
     @property
@@ -183,7 +209,7 @@ class ShardArray(ChunkArray):
             if google_crc32c.value(index) != stored:
                 raise self._corrupt(key, "has an index whose crc32c checksum does not match")
         table = np.frombuffer(index, dtype="<u8").reshape(layout.count, 2)
-        missing = table == _MISSING
+        missing = table == np.uint64(_MISSING)
         if np.any(missing[:, 0] != missing[:, 1]):
             raise self._corrupt(key, "has an index entry with only an offset or a length")
         offsets, lengths = table[~missing[:, 0]].T
