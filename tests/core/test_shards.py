@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import tracemalloc
 
@@ -397,3 +398,14 @@ def test_sharded_levels_are_read_and_written_directly(tmp_path, rng):
     for k in (1, 2):
         assert isinstance(opened(path / str(k)), ShardArray)
         np.testing.assert_array_equal(tensorstore_read(path / str(k)), expected[k])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_in_place_of_a_shard_is_refused_without_blocking(tmp_path, rng):
+    array = create(tmp_path / "a", "2d-zstd-end-crc")
+    array[...] = sample(rng, array.shape, array.dtype)
+    shard = tmp_path / "a" / "c" / "0" / "0"
+    shard.unlink()
+    os.mkfifo(shard)
+    with pytest.raises(PyramidError, match="not a regular file"):
+        opened(tmp_path / "a").read((slice(0, 8), slice(0, 16)))
