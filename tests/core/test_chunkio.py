@@ -271,7 +271,7 @@ def test_a_chunk_inflating_past_its_size_is_refused_without_inflating_it(tmp_pat
 def test_a_chunk_emptied_is_deleted_like_zarr_python(tmp_path, rng):
     ours = create(tmp_path / "ours", "v3-zstd")
     theirs = create(tmp_path / "theirs", "v3-zstd")
-    data = sample(rng, SHAPE, "uint16")
+    data = sample(rng, "uint16")
     ours[...] = data
     theirs[...] = data
     data[:2, :8, :10] = 0  # chunk (0, 0, 0) now equals the fill value
