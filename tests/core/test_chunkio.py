@@ -266,3 +266,16 @@ def test_a_chunk_inflating_past_its_size_is_refused_without_inflating_it(tmp_pat
         tracemalloc.stop()
     assert peak < 16 * 2**20  # a chunk, the decoder's state (lzma: its dictionary), no bomb
     np.testing.assert_array_equal(direct.read_chunk((1, 1)), np.ones((32, 32), np.uint16))
+
+
+def test_a_chunk_emptied_is_deleted_like_zarr_python(tmp_path, rng):
+    ours = create(tmp_path / "ours", "v3-zstd")
+    theirs = create(tmp_path / "theirs", "v3-zstd")
+    data = sample(rng, "uint16")
+    ours[...] = data
+    theirs[...] = data
+    data[:2, :8, :10] = 0  # chunk (0, 0, 0) now equals the fill value
+    theirs[...] = data
+    direct_array(tmp_path / "ours").write(whole(ours), data, False)
+    assert not (tmp_path / "ours" / "c" / "0" / "0" / "0").exists()
+    assert chunk_files(tmp_path / "ours") == chunk_files(tmp_path / "theirs")

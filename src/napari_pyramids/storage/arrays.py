@@ -4,6 +4,8 @@
 its strictly parsed metadata (:class:`~napari_pyramids.ome.image.ArrayInfo`):
 
 - :class:`~.chunkio.ChunkArray`: zarr v2 and unsharded v3 chunks, straight to numcodecs;
+- :class:`~.shards.ShardArray`: sharded v3 whose shards hold such chunks, a whole shard per
+  read and per write;
 - :class:`ZarrArray`: any other layout zarr-python reads, one write unit at a time.
 
 Every implementation offers the same small interface (:class:`LevelArray`): its ``shape``,
@@ -23,8 +25,9 @@ import numpy as np
 
 from ..errors import PyramidError
 from ..ome.image import ArrayInfo, OmeZarrImage
-from . import chunkio
+from . import chunkio, shards
 from .chunkio import open_chunk_array
+from .shards import open_shard_array
 from .store import ARRAY_METADATA, Store, join
 
 if TYPE_CHECKING:
@@ -50,7 +53,7 @@ class LevelArray(Protocol):
 
 def open_level_array(store: Store, key: str, info: ArrayInfo) -> LevelArray:
     """The array at ``key`` of ``store``, described by ``info``, for block reads and writes."""
-    direct = open_chunk_array(store, key, info)
+    direct = open_chunk_array(store, key, info) or open_shard_array(store, key, info)
     if direct is not None:
         return direct
     return ZarrArray(store, key, info)
@@ -68,7 +71,7 @@ def open_level(image: OmeZarrImage, path: str) -> da.Array:
 
 def is_direct(info: ArrayInfo) -> bool:
     """Whether arrays like ``info`` are read without zarr-python (no import, no zarr checks)."""
-    return chunkio.supports(info)
+    return chunkio.supports(info) or shards.supports(info)
 
 
 class ZarrArray:

@@ -8,13 +8,15 @@ themselves when an array uses a layout this module reproduces exactly:
   chunk's size (blosc, zstd, lz4, zlib, gzip, bz2, lzma), little-endian (or
   single-byte) integer or float data, a finite numeric fill value;
 - zarr v3: the ``bytes`` codec (little-endian) optionally followed by one of ``blosc``,
-  ``zstd`` or ``gzip``, regular chunks without sharding, ``default`` or ``v2`` chunk keys,
-  the same data types and fill values.
+  ``zstd`` or ``gzip``, regular chunks, ``default`` or ``v2`` chunk keys, the same data
+  types and fill values. Sharded arrays whose inner chunks are such chunks are read and
+  written whole shards at a time by :mod:`.shards`, with the same :class:`ChunkCodec`.
 
-Anything else (sharding, other codecs, big-endian, bool, NaN fill ...) returns None from
+Anything else (other codecs, big-endian, bool, NaN fill ...) returns None from
 :func:`open_chunk_array` and the engine uses zarr-python. Chunks are written as zarr-python
 writes them: edge chunks padded with the fill value, chunks equal to the fill value skipped
-unless ``write_empty_chunks``; tests compare the files byte for byte with zarr-python's.
+(and an existing one deleted) unless ``write_empty_chunks``; tests compare the files byte
+for byte with zarr-python's.
 
 Chunk files are untrusted input: a link to a device, a FIFO, a file larger than any chunk
 can encode to, a chunk that does not decode, or one that inflates past its size is refused
@@ -61,6 +63,58 @@ _BLOSC_TYPESIZE = tuple(int(p) for p in numcodecs.__version__.split(".")[:2]) >=
 
 
 @dataclass(frozen=True)
+class ChunkCodec:
+    """How one chunk's bytes are encoded: a numcodecs configuration, or None for raw bytes.
+
+    Shared by plain chunks and by the inner chunks of shards (:mod:`.shards`). Decoding never
+    writes or allocates past the chunk's size, whatever the bytes claim.
+    """
+
+    config: dict[str, Any] | None
+    bytes_input: bool = False  # v3 codecs take the chunk's bytes, v2 compressors the array
+    _local: threading.local = field(default_factory=threading.local, compare=False, repr=False)
+
+    @property
+    def _codec(self) -> Any:
+        codec = getattr(self._local, "codec", None)
+        if codec is None and self.config is not None:
+            codec = self._local.codec = numcodecs.get_codec(dict(self.config))
+        return codec
+
+    def decode_into(self, raw: bytes, out: np.ndarray) -> None:
+        """Decode ``raw`` into the C-contiguous ``out``; ValueError (or a codec's own error)
+        for bytes that are not one such chunk."""
+        flat = out.view(np.uint8).reshape(-1)
+        data = _decode(self._codec, self.config, raw, flat)
+        if data is not None and not _same_memory(data, flat):
+            decoded = np.frombuffer(data, dtype=np.uint8)
+            if decoded.size != flat.size:
+                raise ValueError(f"{decoded.size} bytes decoded for a {flat.size}-byte chunk")
+            flat[...] = decoded
+
+    def encode(self, chunk: np.ndarray) -> Any:
+        """The stored bytes of the C-contiguous, whole ``chunk``."""
+        raw = chunk.view(np.uint8).reshape(-1)
+        if self._codec is None:
+            return raw
+        # As zarr-python: v2 compressors get the typed chunk, v3 codecs its bytes.
+        return self._codec.encode(raw if self.bytes_input else chunk)
+
+
+# What codecs raise on bytes they cannot decode.
+DECODE_ERRORS = (ValueError, RuntimeError, TypeError, OSError, EOFError, zlib.error)
+
+
+def unreadable(store: Store, array_key: str, where: str, exc: Exception) -> PyramidError:
+    """One sentence for a chunk (or shard) of ``array_key`` that could not be decoded."""
+    detail = " ".join(str(exc).split())[:160]
+    return PyramidError(
+        f"{store.describe(array_key)}: a chunk could not be read ({where}: "
+        f"{type(exc).__name__}: {detail}); the file is corrupt or crafted. Restore the image."
+    )
+
+
+@dataclass(frozen=True)
 class ChunkArray:
     """A zarr array whose chunks this module reads and writes directly through a store."""
 
@@ -68,9 +122,7 @@ class ChunkArray:
     key: str
     info: ArrayInfo
     fill_value: Any
-    codec: dict[str, Any] | None  # numcodecs configuration, None for no compression
-    bytes_input: bool = False
-    _local: threading.local = field(default_factory=threading.local, compare=False, repr=False)
+    codec: ChunkCodec
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Sent to dask.distributed workers as its store, key and parsed metadata.
@@ -91,13 +143,6 @@ class ChunkArray:
     @property
     def dtype(self) -> np.dtype:
         return self.info.dtype
-
-    @property
-    def _codec(self) -> Any:
-        codec = getattr(self._local, "codec", None)
-        if codec is None and self.codec is not None:
-            codec = self._local.codec = numcodecs.get_codec(dict(self.codec))
-        return codec
 
     def chunk_key(self, index: tuple[int, ...]) -> str:
         return join(self.key, self.info.chunk_key(index))
@@ -123,21 +168,10 @@ class ChunkArray:
         if raw is None:
             out[...] = self.fill_value
             return out
-        flat = out.view(np.uint8).reshape(-1)
         try:
-            data = _decode(self._codec, self.codec, raw, flat)
-            if data is not None and not _same_memory(data, flat):
-                decoded = np.frombuffer(data, dtype=np.uint8)
-                if decoded.size != flat.size:
-                    raise ValueError(f"{decoded.size} bytes decoded for a {flat.size}-byte chunk")
-                flat[...] = decoded
-        except (ValueError, RuntimeError, TypeError, OSError, EOFError, zlib.error) as exc:
-            detail = " ".join(str(exc).split())[:160]
-            raise PyramidError(
-                f"{self.store.describe(self.key)}: a chunk could not be read "
-                f"({self.store.describe(key)}: {type(exc).__name__}: {detail}); the file is "
-                "corrupt or crafted. Restore the image."
-            ) from None
+            self.codec.decode_into(raw, out)
+        except DECODE_ERRORS as exc:
+            raise unreadable(self.store, self.key, self.store.describe(key), exc) from None
         return out
 
     def read(self, region: tuple[slice, ...]) -> np.ndarray:
@@ -157,7 +191,11 @@ class ChunkArray:
                 start, stop = max(r.start, c.start), min(r.stop, c.stop)
                 offset.append(start - r.start)
                 take.append(slice(start - c.start, stop - c.start))
-            yield tuple(offset), self.read_chunk(index)[tuple(take)]
+            yield tuple(offset), self.read_part(index, tuple(take))
+
+    def read_part(self, index: tuple[int, ...], take: tuple[slice, ...]) -> np.ndarray:
+        """The part ``take`` (relative to the chunk) of chunk ``index``."""
+        return self.read_chunk(index)[take]
 
     def write(self, region: tuple[slice, ...], data: np.ndarray, write_empty: bool) -> None:
         """Write ``data`` to ``region``, which must cover whole chunks (or reach the edge)."""
@@ -181,15 +219,10 @@ class ChunkArray:
             chunk[tuple(slice(0, n) for n in part.shape)] = part
         else:
             chunk = np.ascontiguousarray(part, dtype=self.dtype)
-        if not write_empty and _all_fill(chunk, self.fill_value):
+        if not write_empty and all_fill(chunk, self.fill_value):
+            self.store.delete(self.chunk_key(index))
             return
-        raw = chunk.view(np.uint8).reshape(-1)
-        if self._codec is None:
-            encoded: Any = raw
-        else:
-            # As zarr-python: v2 compressors get the typed chunk, v3 codecs its bytes.
-            encoded = self._codec.encode(raw if self.bytes_input else chunk)
-        self.store.set(self.chunk_key(index), encoded)
+        self.store.set(self.chunk_key(index), self.codec.encode(chunk))
 
 
 def chunk_file_limit(chunk_bytes: int) -> int:
@@ -257,7 +290,7 @@ def _same_memory(data: Any, out: np.ndarray) -> bool:
         return False
 
 
-def _all_fill(chunk: np.ndarray, fill_value: Any) -> bool:
+def all_fill(chunk: np.ndarray, fill_value: Any) -> bool:
     """zarr-python's test for an empty chunk: bitwise for a zero float fill, else equality."""
     flat = chunk.reshape(-1)
     if chunk.dtype.kind == "f" and fill_value == 0:
@@ -275,11 +308,10 @@ def _reopen(store: Store, key: str, info: ArrayInfo) -> ChunkArray:
 
 def open_chunk_array(store: Store, key: str, info: ArrayInfo) -> ChunkArray | None:
     """The array at ``key`` for direct chunk access, or None if its layout is not supported."""
-    if not supports(info):
+    codec = chunk_codec(info) if info.shards is None else None
+    if codec is None:
         return None
-    codec = _codec_config(info)
-    fill = info.dtype.type(info.document["fill_value"])
-    return ChunkArray(store, key, info, fill, codec, info.format.codecs_take_bytes)  # type: ignore[arg-type]
+    return ChunkArray(store, key, info, fill_value(info), codec)
 
 
 def supports(info: ArrayInfo) -> bool:
@@ -289,18 +321,52 @@ def supports(info: ArrayInfo) -> bool:
     read_array_info`); what is left to decide is whether its codecs, order, byte order and
     fill value are ones handled here.
     """
-    if info.shards is not None or not finite_number(info.document.get("fill_value")):
-        return False
-    return _codec_config(info) is not False
+    return info.shards is None and chunk_codec(info) is not None
 
 
-def _codec_config(info: ArrayInfo) -> dict[str, Any] | bool | None:
+def fill_value(info: ArrayInfo) -> Any:
+    """The array's fill value as its dtype's scalar (only for arrays a codec was found for)."""
+    return info.dtype.type(info.document["fill_value"])
+
+
+def chunk_codec(info: ArrayInfo) -> ChunkCodec | None:
+    """The codec of an unsharded array's chunks, or None if this module does not handle it."""
+    if not finite_number(info.document.get("fill_value")):
+        return None
     try:
         if info.zarr_format == 2:
-            return _v2_codec(info.document, info.dtype)
-        return _v3_codec(info.document, info.dtype)
+            config = _v2_codec(info.document, info.dtype)
+        elif not v3_array_supported(info.document):
+            return None
+        else:
+            return v3_chunk_codec(info.document.get("codecs"), info.dtype)
     except (ValueError, TypeError, KeyError, AttributeError):
-        return False
+        return None
+    return None if config is False else ChunkCodec(config)  # type: ignore[arg-type]
+
+
+def v3_array_supported(doc: dict[str, Any]) -> bool:
+    """Whether a v3 array's data type, fill value and transformers are ones handled here."""
+    return (
+        str(doc.get("data_type")) in _NUMERIC_V3
+        and doc.get("storage_transformers") in (None, [])
+        and finite_number(doc.get("fill_value"))
+    )
+
+
+def v3_chunk_codec(codecs: Any, dtype: np.dtype) -> ChunkCodec | None:
+    """The codec of a v3 codec chain (an array's, or a shard's inner chunks'), or None if
+    this module does not reproduce it: ``bytes`` (little-endian), then at most one of
+    ``blosc``, ``zstd`` or ``gzip``."""
+    try:
+        config = _v3_codec(codecs, dtype)
+        if config is False:
+            return None
+        if config is not None:
+            numcodecs.get_codec(dict(config))  # type: ignore[arg-type]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return ChunkCodec(config, bytes_input=True)  # type: ignore[arg-type]
 
 
 def _v2_codec(doc: dict[str, Any], dtype: np.dtype) -> dict[str, Any] | bool | None:
@@ -323,16 +389,9 @@ def _v2_codec(doc: dict[str, Any], dtype: np.dtype) -> dict[str, Any] | bool | N
     return compressor
 
 
-def _v3_codec(doc: dict[str, Any], dtype: np.dtype) -> dict[str, Any] | bool | None:
+def _v3_codec(codecs: Any, dtype: np.dtype) -> dict[str, Any] | bool | None:
     """The numcodecs configuration of a v3 codec chain; None: none; False: unsupported."""
-    codecs = doc.get("codecs")
-    if (
-        str(doc.get("data_type")) not in _NUMERIC_V3
-        or doc.get("storage_transformers") not in (None, [])
-        or not isinstance(codecs, list)
-        or not codecs
-        or not isinstance(codecs[0], dict)
-    ):
+    if not isinstance(codecs, list) or not codecs or not isinstance(codecs[0], dict):
         return False
     first = codecs[0]
     endian = (first.get("configuration") or {}).get("endian")

@@ -16,7 +16,7 @@ import os
 import shutil
 import stat
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -67,6 +67,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def set(self, key: str, data: Any) -> None:
         """Store ``data`` (bytes-like) under ``key``, creating what holds it."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object at ``key``, if there is one (zarr's fate of an emptied chunk)."""
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool:
@@ -259,6 +263,10 @@ class LocalStore(Store):
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as handle:
             handle.write(data)
+
+    def delete(self, key: str) -> None:
+        with suppress(FileNotFoundError, NotADirectoryError):
+            os.unlink(self.path(key))
 
     def exists(self, key: str) -> bool:
         return os.path.lexists(self.path(key))

@@ -1,7 +1,8 @@
 """Reading stored arrays through zarr-python, with the checks untrusted chunk files need.
 
-The engine reads and writes chunk files itself (:mod:`.chunkio`) for the common layouts;
-this module serves the others (sharded or exotic codecs) and the lazy preview. It imports
+The engine reads and writes chunks and shards itself (:mod:`.chunkio`, :mod:`.shards`) for
+the common layouts; this module serves the others (exotic codecs, nested shards) and the
+lazy preview. It imports
 zarr, so it is imported only where it is used.
 """
 
