@@ -1150,7 +1150,9 @@ CASES += [
         "plate-not-image",
         "5",
         not_an_image("plate"),
-        ("{root}", "not an OME-Zarr image", "pass the image group"),
+        ("{root}", "is a plate", "not an image", "pass one of its images"),
+        # The command line builds whole plates: this one lists no well, so no image.
+        cli_words=("{root}", "is a plate", "holds no OME-Zarr image"),
     ),
     Case(
         "metadata-points-to-missing-array",
