@@ -9,6 +9,7 @@ the group is, and the fix.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +114,7 @@ def read_node(store: Store) -> GroupNode:
     return GroupNode(GROUP, zarr_format, version)
 
 
-def _count(members: tuple[str, ...], noun: str) -> str:
+def _count(members: Sequence[Any], noun: str) -> str:
     return f"{len(members)} {noun}{'s' * (len(members) != 1)}"
 
 
@@ -216,8 +217,8 @@ def _plate(plate: Any, where: str) -> tuple[tuple[str, ...], str]:
     rows, columns = plate.get("rows"), plate.get("columns")
     size = ""
     if isinstance(rows, list) and isinstance(columns, list):
-        size = f"{len(rows)} rows x {len(columns)} columns, "
-    return _unique(paths), f"{size}{len(paths)} well{'s' * (len(paths) != 1)}"
+        size = f"{_count(rows, 'row')} x {_count(columns, 'column')}, "
+    return _unique(paths), f"{size}{_count(paths, 'well')}"
 
 
 def _well(well: Any, where: str) -> tuple[str, ...]:
