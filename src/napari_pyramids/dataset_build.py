@@ -27,7 +27,7 @@ from typing import Any
 
 from .datasets import Dataset, DatasetImage, find_images, labels_out_of_step
 from .engine import Progress, iter_build, make_executor
-from .errors import BuildCancelled, PyramidError
+from .errors import BuildCancelled, MemoryBudgetError, PyramidError
 from .images import open_image
 from .ome.image import OmeZarrImage, read_array_info
 from .options import MIN_MEMORY_BUDGET, BuildOptions
@@ -40,6 +40,9 @@ REFUSED = "refused"
 FAILED = "failed"
 CANCELLED = "cancelled"
 SKIPPED = "skipped"
+# Not a result: the image's blocks need more than its share of the budget; it runs again
+# alone, with the whole budget, once the images sharing it are done.
+_NEEDS_WHOLE_BUDGET = "needs the whole budget"
 # An image built alongside others gets at least this much of the budget: below it, the blocks
 # of a 1024 x 1024 uint16 chunk no longer fit and images would only queue for memory.
 MIN_SHARE = 32 * 2**20
@@ -150,7 +153,8 @@ def build_dataset(
     images_at_once
         How many images build at the same time, each with that share of the memory budget
         and of the workers; default: enough to keep the workers busy between the images'
-        own pauses (locking, flushing, publishing).
+        own pauses (locking, flushing, publishing). An image whose chunks need more than its
+        share is built alone afterwards, with the whole budget.
     progress
         Called with a :class:`DatasetProgress` after every block and every finished image.
     cancel
@@ -265,6 +269,7 @@ class _Job:
     is_label: bool
     options: BuildOptions
     labels: tuple[str, ...] = ()
+    alone: bool = False
 
 
 class _DatasetRun:
@@ -291,6 +296,7 @@ class _DatasetRun:
         self.events: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self.total = sum(1 + (len(e.labels) if with_labels else 0) for e in dataset.images)
         self.results: dict[str, ImageResult] = {}
+        self.deferred: list[_Job] = []
         self.blocks: dict[str, tuple[int, int]] = {}
 
     def run(self, executor: Executor) -> DatasetReport:
@@ -333,7 +339,15 @@ class _DatasetRun:
         running: dict[Future[ImageResult], _Job],
         executor: Executor,
     ) -> None:
-        while running:
+        while running or self.deferred:
+            if not running:
+                # Every image sharing the budget is done: the next one needing it all runs.
+                job = self.deferred.pop(0)
+                if self.stop.is_set():
+                    self._finished(ImageResult(job.name, job.path, job.is_label, CANCELLED))
+                else:
+                    running[drivers.submit(self._build, job, executor)] = job
+                continue
             done, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
             self._drain()
             if self.should_stop is not None and not self.stop.is_set() and self.should_stop():
@@ -343,6 +357,11 @@ class _DatasetRun:
                 result = future.result() if not future.cancelled() else None
                 if result is None:
                     result = ImageResult(job.name, job.path, job.is_label, CANCELLED)
+                if result.status == _NEEDS_WHOLE_BUDGET:
+                    self.deferred.append(
+                        replace(job, options=self._whole(job.options), alone=True)
+                    )
+                    continue
                 self._finished(result)
                 for label_job in self._label_jobs(job, result):
                     if self.stop.is_set():
@@ -352,6 +371,10 @@ class _DatasetRun:
                         continue
                     running[drivers.submit(self._build, label_job, executor)] = label_job
         self._drain()
+
+    def _whole(self, options: BuildOptions) -> BuildOptions:
+        """``options`` with the whole budget and every worker (an image built alone)."""
+        return replace(options, memory_budget=self.options.memory_budget, workers=self.workers)
 
     def _label_jobs(self, job: _Job, result: ImageResult) -> Iterator[_Job]:
         for label in job.labels:
@@ -395,6 +418,10 @@ class _DatasetRun:
             return self._build_image(job, executor)
         except BuildCancelled:
             return ImageResult(job.name, job.path, job.is_label, CANCELLED)
+        except MemoryBudgetError as exc:
+            if job.alone or self.slots == 1:
+                return self._refused(job, exc)
+            return ImageResult(job.name, job.path, job.is_label, _NEEDS_WHOLE_BUDGET)
         except PyramidError as exc:
             return self._refused(job, exc)
         except Exception as exc:
@@ -421,7 +448,10 @@ class _DatasetRun:
             plan = stop.value
         finally:
             build.close()
-        return ImageResult(job.name, job.path, job.is_label, BUILT, len(plan.levels))
+        note = ""
+        if job.alone:
+            note = f"built alone: its blocks need more than 1/{self.slots} of the memory budget"
+        return ImageResult(job.name, job.path, job.is_label, BUILT, len(plan.levels), note)
 
     def _refused(self, job: _Job, exc: PyramidError) -> ImageResult:
         """A refusal, unless the image turns out complete (an interrupted run published it)."""

@@ -292,3 +292,29 @@ def test_a_well_listing_a_plate_is_refused_naming_both(tmp_path, rng):
     (root / "A/1/.zattrs").write_text(json.dumps(attrs))
     with pytest.raises(PyramidError, match=r"a well\).*well.images\[1\]"):
         find_images(root / "A/1")
+
+
+def test_an_image_needing_more_than_its_share_is_built_alone_with_the_whole_budget(tmp_path, rng):
+    from faultkit import vector_pyramid
+    from napari_pyramids.errors import MemoryBudgetError
+
+    data = [rng.integers(0, 4000, size=(2048, 2048), dtype=np.uint16) for _ in range(4)]
+    for k, plane in enumerate(data):
+        write_image(tmp_path / "batch" / f"{k}.zarr", plane, chunks=(2048, 2048))
+    # One 8 MiB chunk needs more than a quarter of 64 MiB...
+    with pytest.raises(MemoryBudgetError):
+        build_pyramid(
+            zarrurl=tmp_path / "batch/0.zarr", num_levels=2, memory_budget="16MiB", workers=1
+        )
+    # ...so among 4 images at once each waits, then builds alone: nothing is refused.
+    report = build_dataset(
+        tmp_path / "batch", num_levels=3, memory_budget="64MiB", workers=1, images_at_once=4
+    )
+    assert [(r.name, r.status) for r in report.results] == [(f"{k}.zarr", BUILT) for k in range(4)]
+    assert all("built alone" in r.message for r in report.results)
+    for k, plane in enumerate(data):
+        expected = vector_pyramid(plane, (2, 2), 3, "mean")
+        for level in (1, 2):
+            np.testing.assert_array_equal(
+                read_level(tmp_path / "batch" / f"{k}.zarr", level), expected[level]
+            )
