@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--images-at-once", type=int, default=None, metavar="N",
         help="images of a dataset built at the same time, sharing the memory budget "
-        "(default: twice the workers)",
+        "(default: 8, or twice the workers if more)",
     )  # fmt: skip
     build.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -218,7 +218,8 @@ def _build_dataset(args: argparse.Namespace, options: BuildOptions, dataset: Any
 
     bar = None
     if not args.quiet:
-        bar = tqdm(total=0, unit="block", desc="images 0/?", file=sys.stderr)
+        count = len(dataset.images) if args.skip_labels else dataset.image_count
+        bar = tqdm(total=0, unit="block", desc=f"images 0/{count}", file=sys.stderr)
     finished = []
 
     def progress(step: Any) -> None:
