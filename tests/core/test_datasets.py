@@ -318,3 +318,14 @@ def test_an_image_needing_more_than_its_share_is_built_alone_with_the_whole_budg
             np.testing.assert_array_equal(
                 read_level(tmp_path / "batch" / f"{k}.zarr", level), expected[level]
             )
+
+
+def test_build_pyramid_on_an_image_with_labels_warns_with_the_fix(tmp_path, rng):
+    root = tmp_path / "plate.zarr"
+    ome_zarr_plate(root, "0.4", rng, wells=("A/1",), fields=1)
+    image = root / "A/1/0"
+    with pytest.warns(UserWarning, match="has 1 level but its image") as caught:
+        build_pyramid(zarrurl=image, num_levels=2)
+    assert f"run: napari-pyramids build {image}/labels/cells --levels 2" in str(caught[0].message)
+    with pytest.warns(UserWarning, match="has 3 levels but its image"):
+        build_pyramid(zarrurl=image / "labels/cells", num_levels=3)
