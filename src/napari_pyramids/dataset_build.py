@@ -298,13 +298,16 @@ class _DatasetRun:
         self.progress = progress
         self.should_stop = cancel.is_set if hasattr(cancel, "is_set") else cancel
         self.stop = threading.Event()
-        self.events: queue.Queue[tuple[str, str, Any]] = queue.Queue()
+        # (image name, its latest Progress), from the driver threads to the caller's thread.
+        self.events: queue.Queue[tuple[str, Progress]] = queue.Queue()
         self.total = sum(1 + (len(e.labels) if with_labels else 0) for e in dataset.images)
         self.results: dict[str, ImageResult] = {}
         self.deferred: list[_Job] = []
         self.blocks: dict[str, tuple[int, int]] = {}
 
     def run(self, executor: Executor) -> DatasetReport:
+        """Build every image (then its labels) on ``slots`` driver threads; never raises for
+        one image's sake."""
         report = DatasetReport(self.dataset)
         order = []
         with ThreadPoolExecutor(self.slots, thread_name_prefix="dataset") as drivers:
@@ -334,6 +337,7 @@ class _DatasetRun:
         return report
 
     def _job(self, entry: DatasetImage) -> _Job:
+        """The job of an image of the dataset (a label image on its own keeps label options)."""
         options = label_options(self.share, self.share.num_levels) if entry.is_label else None
         labels = entry.labels if self.with_labels else ()
         return _Job(entry, entry.name, entry.path, entry.is_label, options or self.share, labels)
@@ -344,6 +348,8 @@ class _DatasetRun:
         running: dict[Future[ImageResult], _Job],
         executor: Executor,
     ) -> None:
+        """Collect finished images, start their labels and the deferred images, relay progress
+        and the caller's cancel, until nothing is left to run."""
         while running or self.deferred:
             if not running:
                 # Every image sharing the budget is done: the next one needing it all runs.
@@ -382,8 +388,13 @@ class _DatasetRun:
         return replace(options, memory_budget=self.options.memory_budget, workers=self.workers)
 
     def _label_jobs(self, job: _Job, result: ImageResult) -> Iterator[_Job]:
+        """The label images of a finished image, to its number of levels; skipped unless it
+        is built or complete."""
         for label in job.labels:
             name, path = job.entry.label_name(label), job.entry.label_path(label)
+            if result.status == CANCELLED:
+                self._finished(ImageResult(name, path, True, CANCELLED))
+                continue
             if not result.ok or result.levels is None:
                 self._finished(
                     ImageResult(name, path, True, SKIPPED, None, "its image was not built")
@@ -400,7 +411,7 @@ class _DatasetRun:
         changed = False
         with contextlib.suppress(queue.Empty):
             while True:
-                _, name, step = self.events.get_nowait()
+                name, step = self.events.get_nowait()
                 self.blocks[name] = (step.done, step.total)
                 changed = True
         if changed:
@@ -435,6 +446,7 @@ class _DatasetRun:
             )
 
     def _build_image(self, job: _Job, executor: Executor) -> ImageResult:
+        """Skip a complete image, else build it through the engine, relaying its progress."""
         image = open_image(job.path)
         options = job.options
         if options.chunksize is not None and len(options.chunksize) != image.ndim and job.is_label:
@@ -445,7 +457,7 @@ class _DatasetRun:
         try:
             while True:
                 step: Progress = next(build)
-                self.events.put(("blocks", job.name, step))
+                self.events.put((job.name, step))
                 if self.stop.is_set() and step.phase == "writing":
                     build.close()
                     raise BuildCancelled
