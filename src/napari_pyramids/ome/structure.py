@@ -75,10 +75,14 @@ class GroupNode:
 def read_node(store: Store) -> GroupNode:
     """Classify the group (or folder) of ``store`` from its metadata, checking what it lists.
 
+    A group whose own metadata cannot be read is returned as an image: the image reader's
+    checks name what is wrong with it (as they do when the path is passed as an image).
+
     Raises
     ------
     PyramidError
-        If the metadata is malformed, or lists a member path that leaves the dataset.
+        If the plate, well, labels or series metadata is malformed, or lists a member path
+        that would leave the dataset.
     """
     where = store.describe()
     try:
