@@ -15,6 +15,7 @@ asked for keeps label ids).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import queue
@@ -302,6 +303,9 @@ class _DatasetRun:
         self.events: queue.Queue[tuple[str, Progress]] = queue.Queue()
         self.total = sum(1 + (len(e.labels) if with_labels else 0) for e in dataset.images)
         self.results: dict[str, ImageResult] = {}
+        # Jobs wait here, not in the driver pool: waiting on a few futures is cheap, on
+        # thousands it costs more than a small image's build.
+        self.pending: collections.deque[_Job] = collections.deque()
         self.deferred: list[_Job] = []
         self.blocks: dict[str, tuple[int, int]] = {}
 
@@ -310,13 +314,13 @@ class _DatasetRun:
         one image's sake."""
         report = DatasetReport(self.dataset)
         order = []
+        for entry in self.dataset.images:
+            job = self._job(entry)
+            order.append(job.name)
+            order.extend(entry.label_name(n) for n in job.labels)
+            self.pending.append(job)
         with ThreadPoolExecutor(self.slots, thread_name_prefix="dataset") as drivers:
             running: dict[Future[ImageResult], _Job] = {}
-            for entry in self.dataset.images:
-                job = self._job(entry)
-                order.append(job.name)
-                order.extend(entry.label_name(n) for n in job.labels)
-                running[drivers.submit(self._build, job, executor)] = job
             try:
                 self._wait(drivers, running, executor)
             except BaseException:
@@ -350,8 +354,14 @@ class _DatasetRun:
     ) -> None:
         """Collect finished images, start their labels and the deferred images, relay progress
         and the caller's cancel, until nothing is left to run."""
-        while running or self.deferred:
-            if not running:
+        while running or self.pending or self.deferred:
+            while self.pending and len(running) < self.slots:
+                job = self.pending.popleft()
+                if self.stop.is_set():
+                    self._finished(ImageResult(job.name, job.path, job.is_label, CANCELLED))
+                else:
+                    running[drivers.submit(self._build, job, executor)] = job
+            if not running and self.deferred:
                 # Every image sharing the budget is done: the next one needing it all runs.
                 job = self.deferred.pop(0)
                 if self.stop.is_set():
@@ -374,13 +384,8 @@ class _DatasetRun:
                     )
                     continue
                 self._finished(result)
-                for label_job in self._label_jobs(job, result):
-                    if self.stop.is_set():
-                        self._finished(
-                            ImageResult(label_job.name, label_job.path, True, CANCELLED)
-                        )
-                        continue
-                    running[drivers.submit(self._build, label_job, executor)] = label_job
+                # Labels next: their image's levels are fresh in the page cache.
+                self.pending.extendleft(reversed(list(self._label_jobs(job, result))))
         self._drain()
 
     def _whole(self, options: BuildOptions) -> BuildOptions:
