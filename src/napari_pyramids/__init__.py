@@ -11,7 +11,7 @@ from .api import build_pyramid, lazy_pyramid
 from .dataset_build import DatasetProgress, DatasetReport, ImageResult, build_dataset
 from .datasets import Dataset, DatasetImage, find_images
 from .engine import Progress, iter_build, run_build
-from .errors import BuildCancelled, ImageBusyError, PyramidError
+from .errors import BuildCancelled, ImageBusyError, MemoryBudgetError, PyramidError
 from .images import open_image
 from .ome.image import OmeZarrImage
 from .options import BuildOptions
@@ -27,6 +27,7 @@ __all__ = [
     "ImageBusyError",
     "ImageResult",
     "LevelPlan",
+    "MemoryBudgetError",
     "OmeZarrImage",
     "Progress",
     "PyramidError",
