@@ -163,11 +163,15 @@ def level0_copy(source: Path, target: Path) -> None:
     """A copy without the built levels: metadata as written, arrays '0' only; flushed."""
     shutil.rmtree(target, ignore_errors=True)
 
+    def is_array(path: Path) -> bool:
+        if (path / ".zarray").exists():
+            return True
+        meta = path / "zarr.json"
+        return meta.exists() and json.loads(meta.read_text()).get("node_type") == "array"
+
     def ignore(folder: str, names: list[str]) -> list[str]:
         ignored = [n for n in names if n.startswith(".napari-pyramids")]
-        if (Path(folder) / "0").is_dir() and any(
-            (Path(folder) / "0" / m).exists() for m in (".zarray", "zarr.json")
-        ):
+        if is_array(Path(folder) / "0"):
             ignored += [n for n in names if n.isdigit() and n != "0"]
         return ignored
 
