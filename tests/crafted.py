@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 
 from imaging import level_paths, metadata_file, tree_snapshot, write_image
-from napari_pyramids.errors import PyramidError
+from napari_pyramids.errors import MemoryBudgetError, PyramidError
 
 SHAPE = (64, 64)
 CHUNKS = (16, 16)
@@ -699,6 +699,7 @@ CASES += [
         array_case(setter("chunks", [2**15, 2**15])),
         ("level 0", "chunk", "memory budget", "raise memory_budget"),
         cli_words=("level 0", "chunk", "memory budget", "--memory"),
+        error=MemoryBudgetError,
     ),
     Case(
         "chunk-bigger-than-given-budget",
@@ -707,12 +708,14 @@ CASES += [
         ("level 0", "chunk", "memory budget", "16.00 MiB", "raise memory_budget"),
         kwargs={"memory_budget": "16MiB"},
         cli_words=("level 0", "chunk", "memory budget", "--memory"),
+        error=MemoryBudgetError,
     ),
     Case(
         "v3-shard-bigger-than-budget",
         "6",
         v3_shards([2**15, 2**15], [16, 16]),
         ("level 0", "shard", "memory budget"),
+        error=MemoryBudgetError,
     ),
     Case(
         "v3-shard-not-multiple-of-chunks",
@@ -1150,7 +1153,9 @@ CASES += [
         "plate-not-image",
         "5",
         not_an_image("plate"),
-        ("{root}", "not an OME-Zarr image", "pass the image group"),
+        ("{root}", "is a plate", "not an image", "pass one of its images"),
+        # The command line builds whole plates: this one lists no well, so no image.
+        cli_words=("{root}", "is a plate", "holds no OME-Zarr image"),
     ),
     Case(
         "metadata-points-to-missing-array",

@@ -500,3 +500,16 @@ SCENARIO_CONFIGS = [
     pytest.param((2, False), id="v2"),
     pytest.param((3, True), id="v3-overwrite"),
 ]
+
+
+def child_dataset_build(root: str, params: dict[str, Any], conn: Any) -> None:
+    """Run ``build_dataset``, sending ``("image", images_done, name)`` as each image ends."""
+    from napari_pyramids import build_dataset
+
+    def progress(step: Any) -> None:
+        if step.finished is not None:
+            conn.send(("image", step.images_done, step.finished.name))
+
+    conn.send(("start", time.monotonic()))
+    report = build_dataset(root, progress=progress, **params)
+    conn.send(("end", report.ok))

@@ -1,14 +1,17 @@
 """napari-pyramids: build multiscale pyramids for OME-Zarr images in place.
 
-The library: :func:`build_pyramid` (keyword-compatible with fractal-tasks-core 1.x) and
-:func:`lazy_pyramid`; the napari reader, writer, sample data and widget are loaded by napari
+The library: :func:`build_pyramid` (keyword-compatible with fractal-tasks-core 1.x),
+:func:`build_dataset` (every image of a plate, well, collection or folder, with its labels)
+and :func:`lazy_pyramid`; the napari reader, writer, sample data and widget are loaded by napari
 through ``napari.yaml`` from :mod:`napari_pyramids._napari`.
 """
 
 from ._version import __version__
 from .api import build_pyramid, lazy_pyramid
+from .dataset_build import DatasetProgress, DatasetReport, ImageResult, build_dataset
+from .datasets import Dataset, DatasetImage, find_images
 from .engine import Progress, iter_build, run_build
-from .errors import BuildCancelled, ImageBusyError, PyramidError
+from .errors import BuildCancelled, ImageBusyError, MemoryBudgetError, PyramidError
 from .images import open_image
 from .ome.image import OmeZarrImage
 from .options import BuildOptions
@@ -17,15 +20,23 @@ from .pyramid.plan import LevelPlan, PyramidPlan, Stage, plan_pyramid
 __all__ = [
     "BuildCancelled",
     "BuildOptions",
+    "Dataset",
+    "DatasetImage",
+    "DatasetProgress",
+    "DatasetReport",
     "ImageBusyError",
+    "ImageResult",
     "LevelPlan",
+    "MemoryBudgetError",
     "OmeZarrImage",
     "Progress",
     "PyramidError",
     "PyramidPlan",
     "Stage",
     "__version__",
+    "build_dataset",
     "build_pyramid",
+    "find_images",
     "iter_build",
     "lazy_pyramid",
     "open_image",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
+from .datasets import labels_out_of_step
 from .engine import iter_build, run_build
+from .errors import PyramidError
 from .images import open_image
 from .ome.image import OmeZarrImage
 from .options import BuildOptions
@@ -92,6 +95,13 @@ def build_pyramid(
     PyramidPlan
         What was built: every level's path, shape, chunks, scale and translation.
 
+    Warns
+    -----
+    UserWarning
+        When the image's label images (or, for a label image, its image) are left with a
+        different number of levels, naming the command that brings them in step;
+        :func:`build_dataset` builds an image and its labels together.
+
     Raises
     ------
     PyramidError
@@ -116,7 +126,20 @@ def build_pyramid(
         open_array_kwargs=open_array_kwargs,
     )
     build = iter_build(zarrurl, options, executor=executor, scheduler=scheduler)
-    return run_build(build, progress=progress, cancel=cancel)
+    plan = run_build(build, progress=progress, cancel=cancel)
+    warn_labels_out_of_step(plan.image.root)
+    return plan
+
+
+def warn_labels_out_of_step(zarrurl: str | os.PathLike[str]) -> None:
+    """A UserWarning for each label image of ``zarrurl`` (or, for a label image, itself) whose
+    number of levels now differs from its image's, naming the command that fixes it."""
+    try:
+        mismatches = labels_out_of_step(open_image(zarrurl))
+    except PyramidError:
+        return
+    for mismatch in mismatches:
+        warnings.warn(mismatch.message, UserWarning, stacklevel=3)
 
 
 def lazy_pyramid(

@@ -45,8 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    build = commands.add_parser("build", help="write the lower-resolution levels of an image")
-    build.add_argument("zarrurl", help="path of the OME-Zarr image group")
+    build = commands.add_parser(
+        "build",
+        help="write the lower-resolution levels of an image, or of every image of a plate, "
+        "well, collection or folder",
+    )
+    build.add_argument(
+        "zarrurl", help="an OME-Zarr image group, plate, well, bioformats2raw collection, or a "
+        "folder of images",
+    )  # fmt: skip
     build.add_argument(
         "--levels", type=_levels, default="auto",
         help="total number of levels including level 0, or 'auto' (until the smallest level "
@@ -71,10 +78,21 @@ def _parser() -> argparse.ArgumentParser:
         "--not-labels", action="store_true",
         help="treat an image detected as labels as an intensity image (allows mean)",
     )  # fmt: skip
+    build.add_argument(
+        "--skip-labels", action="store_true",
+        help="leave the images' label images as they are (by default they get as many levels)",
+    )  # fmt: skip
+    build.add_argument(
+        "--images-at-once", type=int, default=None, metavar="N",
+        help="images of a dataset built at the same time, sharing the memory budget "
+        "(default: 8, or twice the workers if more)",
+    )  # fmt: skip
     build.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    info = commands.add_parser("info", help="print the levels of an image")
-    info.add_argument("zarrurl", help="path of the OME-Zarr image group")
+    info = commands.add_parser(
+        "info", help="print the levels of an image, or the images of a plate, well or folder"
+    )
+    info.add_argument("zarrurl", help="an OME-Zarr image, plate, well, collection or folder")
 
     sample = commands.add_parser("sample", help="write a sample image (level 0 only)")
     sample.add_argument("output", help="path of the new image group")
@@ -127,12 +145,19 @@ def _silence_stdout() -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from .datasets import find_images
 
-    from .engine import iter_build
-    from .images import open_image
+    options = _options(args)
+    dataset = find_images(args.zarrurl)
+    if dataset.is_one_image and (args.skip_labels or not dataset.images[0].labels):
+        status = _build_image(args, options)
+        _warn_labels_out_of_step(args.zarrurl)
+        return status
+    return _build_dataset(args, options, dataset)
 
-    options = BuildOptions(
+
+def _options(args: argparse.Namespace) -> BuildOptions:
+    return BuildOptions(
         num_levels=args.levels,
         coarsening_xy=args.factor,
         coarsening_z=args.z_factor,
@@ -144,6 +169,15 @@ def _build(args: argparse.Namespace) -> int:
         memory_budget=args.memory,
         workers=args.workers,
     )
+
+
+def _build_image(args: argparse.Namespace, options: BuildOptions) -> int:
+    """One image, as a pyramid build always was: a bar over blocks, then its levels."""
+    from tqdm import tqdm
+
+    from .engine import iter_build
+    from .images import open_image
+
     image = open_image(args.zarrurl)
     original = _metadata_bytes(image)
     build = iter_build(args.zarrurl, options, scheduler=args.scheduler)
@@ -176,6 +210,65 @@ def _build(args: argparse.Namespace) -> int:
     return _info(args)
 
 
+def _build_dataset(args: argparse.Namespace, options: BuildOptions, dataset: Any) -> int:
+    """Every image of a dataset: one bar (images and blocks), then a summary table."""
+    from tqdm import tqdm
+
+    from .dataset_build import FAILED, build_dataset, labels_warnings, summary_table
+
+    bar = None
+    if not args.quiet:
+        count = len(dataset.images) if args.skip_labels else dataset.image_count
+        bar = tqdm(total=0, unit="block", desc=f"images 0/{count}", file=sys.stderr)
+    finished = []
+
+    def progress(step: Any) -> None:
+        if step.finished is not None:
+            finished.append(step.finished)
+        if bar is not None:
+            bar.total = step.blocks_total
+            bar.n = step.blocks_done
+            bar.set_description(f"images {step.images_done}/{step.images_total}", False)
+            bar.refresh()
+
+    try:
+        report = build_dataset(
+            dataset, options, with_labels=not args.skip_labels,
+            images_at_once=args.images_at_once, progress=progress, scheduler=args.scheduler,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        print(visible_text(summary_table(finished, cancelled=True), keep_newlines=True))
+        print(
+            "napari-pyramids: interrupted; every image is complete or as it was. Run the same "
+            "command again to build the rest.",
+            file=sys.stderr,
+        )
+        return EXIT_CANCELLED
+    finally:
+        if bar is not None:
+            bar.close()
+    print(visible_text(dataset.describe()))
+    print(visible_text(report.table(), keep_newlines=True))
+    for line in labels_warnings(report):
+        print(f"napari-pyramids: warning: {visible_text(line)}", file=sys.stderr)
+    if report.cancelled:
+        return EXIT_CANCELLED
+    if report.ok:
+        return 0
+    return 1 if report.count(FAILED) else EXIT_BAD_INPUT
+
+
+def _warn_labels_out_of_step(zarrurl: str) -> None:
+    """After building one image or one label image: say if its labels are now out of step."""
+    from .datasets import labels_out_of_step
+    from .images import open_image
+
+    for mismatch in labels_out_of_step(open_image(zarrurl)):
+        print(f"napari-pyramids: warning: {visible_text(mismatch.message)}", file=sys.stderr)
+
+
 def _published(image: Any, original: bytes | None, options: BuildOptions) -> bool:
     """Whether an interrupted build of ``image`` got as far as publishing its levels."""
     from .ome.image import read_image
@@ -194,9 +287,9 @@ def _metadata_bytes(image: Any) -> bytes | None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .info import describe_image
+    from .info import describe_path
 
-    print(visible_text(describe_image(args.zarrurl), keep_newlines=True))
+    print(visible_text(describe_path(args.zarrurl), keep_newlines=True))
     return 0
 
 

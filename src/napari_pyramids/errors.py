@@ -15,6 +15,10 @@ class ImageBusyError(PyramidError):
     """Another build holds the lock of this image."""
 
 
+class MemoryBudgetError(PyramidError):
+    """The blocks a build needs do not fit its memory budget (a bigger budget would)."""
+
+
 class BuildCancelled(Exception):  # noqa: N818 - a cancel is not an error
     """The build was cancelled; the image was left as it was before the build."""
 

@@ -1,20 +1,68 @@
-"""A human-readable description of an image's levels (``napari-pyramids info``)."""
+"""A human-readable description of an image's levels, or of a dataset's images
+(``napari-pyramids info``)."""
 
 from __future__ import annotations
 
 import os
 
+from .datasets import Dataset, DatasetImage, find_images, label_names, labels_out_of_step
+from .errors import PyramidError
 from .images import open_image
-from .ome.image import read_array_info
+from .ome.image import OmeZarrImage, read_array_info
 
 
 def _numbers(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:g}" for v in values) + ")"
 
 
+def describe_path(zarrurl: str | os.PathLike[str]) -> str:
+    """An image's levels (:func:`describe_image`), or, for a plate, a well, a collection or
+    a folder, what it is and each of its images with its levels and labels."""
+    dataset = find_images(zarrurl)
+    if dataset.is_one_image:
+        return describe_image(zarrurl)
+    return describe_dataset(dataset)
+
+
+def describe_dataset(dataset: Dataset) -> str:
+    """What the dataset is, then one line per image (and label image), then every label
+    image out of step with its image."""
+    lines = [dataset.describe()]
+    mismatches = []
+    for entry in dataset.images:
+        line, image = _image_line(entry, entry.path)
+        lines.append(line)
+        for label in entry.labels:
+            lines.append(_image_line(entry, entry.label_path(label), label)[0])
+        if image is not None:
+            mismatches.extend(labels_out_of_step(image))
+    for mismatch in mismatches:
+        lines.append(f"  out of step: {mismatch.message}")
+    return "\n".join(lines)
+
+
+def _image_line(
+    entry: DatasetImage, path: os.PathLike[str], label: str | None = None
+) -> tuple[str, OmeZarrImage | None]:
+    name = entry.label_name(label) if label is not None else entry.name
+    if entry.problem is not None and label is None:
+        return f"  {name}: cannot be built: {entry.problem}", None
+    try:
+        image = open_image(path)
+    except PyramidError as exc:
+        return f"  {name}: cannot be built: {exc}", None
+    kind = "labels" if image.is_label else "image"
+    count = len(image.level_paths)
+    return (
+        f"  {name}: {kind}, {count} level{'s' * (count != 1)}, shape {image.level0.shape} "
+        f"{image.level0.dtype}",
+        image,
+    )
+
+
 def describe_image(zarrurl: str | os.PathLike[str]) -> str:
     """One line per level (path, shape, chunks and shards, scale, translation, codec), then
-    one per interrupted build still waiting to be rolled back."""
+    one per interrupted build still waiting to be rolled back, then the label images."""
     image = open_image(zarrurl)
     axes = ", ".join(a.name + (f" [{a.unit}]" if a.unit else "") for a in image.axes)
     kind = "labels" if image.is_label else "image"
@@ -42,4 +90,17 @@ def describe_image(zarrurl: str | os.PathLike[str]) -> str:
             f"  an interrupted build left {name!r}: the next build of this image rolls "
             "it back (run the same build again to finish it)"
         )
+    lines.extend(_labels_lines(image))
     return "\n".join(lines)
+
+
+def _labels_lines(image: OmeZarrImage) -> list[str]:
+    """The label images of an image and their levels, and any out of step with it."""
+    lines = []
+    if not image.is_label:
+        entry = DatasetImage(image.root, ".", label_names(image.store)[0])
+        for label in entry.labels:
+            lines.append(_image_line(entry, entry.label_path(label), label)[0])
+    for mismatch in labels_out_of_step(image):
+        lines.append(f"  out of step: {mismatch.message}")
+    return lines

@@ -88,6 +88,37 @@ def check_level_path(path: Any, what: str) -> str:
             f"{what}: path must be a string, got {json.dumps(path)[:80]}. Fix the multiscales "
             "metadata."
         )
+    problem = path_problem(path)
+    if problem:
+        raise PyramidError(
+            f"{what}: path {path!r:.100} {problem}; level paths must be plain relative names "
+            "inside the image group such as '0' or 's0'. Fix the multiscales metadata."
+        )
+    return path
+
+
+def check_member_path(path: Any, what: str, example: str) -> str:
+    """Return ``path`` if it is a safe relative path of a dataset's member, else raise.
+
+    The same rules as level paths: a plate's well paths, a well's field paths, a labels
+    group's names and a collection's series must all stay inside the dataset. ``what`` names
+    the entry and the dataset (e.g. ``"plate.zarr: plate.wells[3]"``), ``example`` a good path.
+    """
+    if not isinstance(path, str):
+        raise PyramidError(
+            f"{what}: path must be a string, got {json.dumps(path)[:80]}. Fix the metadata."
+        )
+    problem = path_problem(path)
+    if problem:
+        raise PyramidError(
+            f"{what}: path {path!r:.100} {problem}; it must be a plain relative name inside "
+            f"the dataset such as {example!r}. Fix the metadata."
+        )
+    return path
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` is not a plain relative path inside a group, or None."""
     problem = None
     if path == "":
         problem = "is empty"
@@ -112,12 +143,7 @@ def check_level_path(path: Any, what: str) -> str:
         problem = "has a component ending with '.' or a space"
     elif len(path) > 1024:
         problem = "is longer than 1024 characters"
-    if problem:
-        raise PyramidError(
-            f"{what}: path {path!r:.100} {problem}; level paths must be plain relative names "
-            "inside the image group such as '0' or 's0'. Fix the multiscales metadata."
-        )
-    return path
+    return problem
 
 
 def check_no_links(root: Path, rel: str, what: str) -> Path:

@@ -92,3 +92,29 @@ def test_an_unreachable_scheduler_is_one_line_and_nothing_written(
     assert err.count("\n") == 1
     assert "cannot reach a dask scheduler" in err
     assert tree_snapshot(path) == before
+
+
+def test_cli_builds_a_whole_plate_on_the_cluster(tmp_path, rng, capsys):
+    from imaging import reference_pyramid
+    from napari_pyramids.cli import main
+    from plates import ome_zarr_plate, read_level
+
+    root = tmp_path / "plate.zarr"
+    data = ome_zarr_plate(root, "0.5", rng)
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster.scheduler_address, set_as_default=False) as observer,
+        distributed.get_task_stream(client=observer) as stream,
+    ):
+        address = cluster.scheduler_address
+        assert main(["build", str(root), "--levels", "2", "--quiet", "--scheduler", address]) == 0
+    # Every image's blocks (the label image's too) ran on the cluster.
+    assert len([t for t in stream.data if t["key"].startswith("run_block")]) >= len(data)
+    assert capsys.readouterr().out.splitlines()[-1] == "5 images: 5 built"
+    for name, level0 in data.items():
+        label = "/labels/" in name
+        factors, method = ((2, 2), "mode") if label else ((1, 2, 2), "mean")
+        expected = reference_pyramid(level0, factors, 2, method)[1]
+        np.testing.assert_array_equal(read_level(root / name, 1), expected)

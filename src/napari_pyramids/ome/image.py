@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import PyramidError
 from ..untrusted import MAX_ARRAY_JSON_BYTES, check_level_path
 from .format import Format, _int_list, _member, format_of
+from .structure import holds_array, not_an_image
 
 if TYPE_CHECKING:
     from ..storage.store import Store
@@ -196,10 +197,14 @@ def read_image(store: Store) -> OmeZarrImage:
         axes_json = multiscale.get("axes")
         has_multiscales = True
     else:
-        if store.array_format("0") is None:
+        dataset = not_an_image(str(root), ome, zarr_format)
+        if dataset is not None:
+            raise PyramidError(dataset)
+        if not holds_array(store, "0"):
             raise PyramidError(
                 f"{root} has no multiscales metadata and no array '0': it is not an OME-Zarr "
-                "image. Pass the image group (e.g. plate.zarr/B/03/0), not a plate or well."
+                "image. Pass the image group (e.g. plate.zarr/B/03/0), or a plate, well or "
+                "folder of images to `napari-pyramids build`."
             )
         multiscale, version, axes_json = {}, fmt.ngff_version, None
         level_paths, scales, translation0 = ("0",), None, None

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import PyramidError, format_bytes
+from ..errors import MemoryBudgetError, PyramidError, format_bytes
 from ..ome.image import OmeZarrImage
 from ..ome.metadata import dataset_entry, level_transforms
 from ..options import AUTO, BuildOptions, parse_chunksize
@@ -392,7 +392,7 @@ def plan_stages(
         if block is None:
             smallest = _aligned_block(levels, source, source + 1)
             need = task_bytes(levels, source, source + 1, smallest, method)
-            raise PyramidError(
+            raise MemoryBudgetError(
                 f"writing whole chunks of level {source + 1} needs blocks of "
                 f"{smallest} voxels of level {source} "
                 f"(~{format_bytes(need)} of working memory per worker), more than the memory "
@@ -516,7 +516,7 @@ def _check_units_fit(levels: Sequence[LevelPlan], budget: int) -> None:
         unit_bytes = math.prod(lv.write_unit) * lv.itemsize
         if unit_bytes > budget:
             kind = "shard" if lv.shards else "chunk"
-            raise PyramidError(
+            raise MemoryBudgetError(
                 f"level {lv.index} has a {kind} of {lv.write_unit} voxels "
                 f"({format_bytes(unit_bytes)}), bigger than the memory budget of "
                 f"{format_bytes(budget)}. Raise memory_budget (CLI --memory) or pass a smaller "

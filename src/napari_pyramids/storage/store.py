@@ -93,6 +93,19 @@ class Store(abc.ABC):
         """The image group's own name (the last component of its path or URL)."""
 
     @abc.abstractmethod
+    def child(self, rel: str) -> Store:
+        """The store of the group at ``rel`` inside this one (a plate's well, a well's field).
+
+        ``rel`` comes from metadata and must already be a checked relative path; a link on
+        the way is refused with PyramidError, as for every path a build may write under.
+        """
+
+    @abc.abstractmethod
+    def folders(self) -> list[str]:
+        """Names of the groups or folders directly inside this one, sorted; hidden names
+        (``.``) and links skipped."""
+
+    @abc.abstractmethod
     def zarr_store(self, prefix: str, read_only: bool, max_file_bytes: int | None = None) -> Any:
         """A zarr-python store of the array at ``prefix``, for layouts read through zarr."""
 
@@ -297,6 +310,22 @@ class LocalStore(Store):
 
     def name(self) -> str:
         return self.root.name
+
+    def child(self, rel: str) -> Store:
+        return LocalStore(check_no_links(self.root, rel, "dataset member"))
+
+    def folders(self) -> list[str]:
+        try:
+            with os.scandir(self.root) as entries:
+                return sorted(
+                    e.name
+                    for e in entries
+                    if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise PyramidError(f"cannot list {self.root}: {exc.strerror}") from None
 
     def zarr_store(self, prefix: str, read_only: bool, max_file_bytes: int | None = None) -> Any:
         from .zarrread import CheckedLocalStore
