@@ -269,7 +269,16 @@ class FormatV04(Format):
     def with_consolidated_entries(
         self, document: dict[str, Any], entries: dict[str, Any]
     ) -> dict[str, Any]:
-        return {**document, "metadata": entries}
+        # In zarr-python's order: the group's own files, then node by node, parents before
+        # children. zarr-python reads the nodes of one group back correctly only when they
+        # are listed together (it groups consecutive keys).
+        def order(key: str) -> tuple[int, str, bool]:
+            node, _, name = key.rpartition("/")
+            if not node:
+                return -1, "", name != ".zgroup"
+            return (*_consolidated_order(node), name != ".zattrs")
+
+        return {**document, "metadata": dict(sorted(entries.items(), key=lambda i: order(i[0])))}
 
     def group_entries(
         self,

@@ -437,7 +437,8 @@ def edit_consolidated(
 ) -> None:
     """Bring one consolidated document's entries of the image to ``state`` of ``edit``.
 
-    ``state`` is "between", "after" or "before" (a "between" that is None means "before").
+    ``state`` is "between", "after" or "before" (a "between" that is None means "before"),
+    or "hide": "between" unless the entries are still as before (what an undo does first).
     Only the edit's entries change; the document is re-read under its folder's lock, and
     left alone (PyramidError) when one of those entries holds none of the three states:
     someone else changed it. The image's own document is replaced through ``scratch`` (the
@@ -447,8 +448,13 @@ def edit_consolidated(
     folder = ancestor(root, edit["up"])
     name = edit["file"]
     fmt = format_of(2 if name == ".zmetadata" else 3)
-    target = edit[state] if edit[state] is not None else edit["before"]
+    temp = CONSOLIDATED_TEMP.format(build=build_folder.removeprefix(BUILD_PREFIX))
     with _folder_lock(folder, build_folder):
+        if edit["up"]:
+            with contextlib.suppress(FileNotFoundError):
+                # What this build left when it was killed half-way through a write here.
+                if stat.S_ISREG(os.lstat(folder / temp).st_mode):
+                    os.unlink(folder / temp)
         document = LocalStore(folder).read_json(name, "consolidated metadata")
         entries = fmt.consolidated_entries(document)
         if entries is None:
@@ -460,7 +466,10 @@ def edit_consolidated(
                 raise PyramidError(
                     f"{folder / name}: its entry {key!r} changed since the build started"
                 )
-        edited = apply(entries, target)
+        if state == "hide":
+            untouched = all(entries.get(key) == value for key, value in before.items())
+            state = "before" if untouched else "between"
+        edited = apply(entries, edit[state] if edit[state] is not None else before)
         if edited == entries:
             return
         check_regular_file_for_write(folder / name, "consolidated metadata")
@@ -469,15 +478,10 @@ def edit_consolidated(
             fmt.with_consolidated_entries(document, edited),
             indent=None if name == ".zmetadata" else 2,
         )
-        if edit["up"] == 0:
+        if edit["up"]:
+            atomic_write(folder / name, data, folder, temp)
+        else:
             atomic_write(folder / name, data, scratch)
-            return
-        temp = CONSOLIDATED_TEMP.format(build=build_folder.removeprefix(BUILD_PREFIX))
-        with contextlib.suppress(FileNotFoundError):
-            # What this build left when it was killed half-way through this very write.
-            if stat.S_ISREG(os.lstat(folder / temp).st_mode):
-                os.unlink(folder / temp)
-        atomic_write(folder / name, data, folder, temp)
 
 
 @contextlib.contextmanager
@@ -645,7 +649,7 @@ def _roll_back(root: Path, folder: Path, record: dict[str, Any]) -> tuple[str, b
     # level, and the intermediate lists no old one, so levels can move back in any order.
     # Consolidated documents first list what neither state misses (level 0 alone, or the
     # original where no level moves aside), so they never list a level being moved.
-    _recover_edits(root, folder, edits, "between")
+    _recover_edits(root, folder, edits, "hide")
     for rel, ino, dev in reversed(record["placed"]):
         target = root / rel
         with contextlib.suppress(FileNotFoundError):
