@@ -32,7 +32,12 @@ from napari_pyramids.api import build_pyramid
 from napari_pyramids.errors import PyramidError
 
 # zarr-python warns that v3 consolidated metadata is not in the spec: that is the point here.
-pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+# zarr-python says, consolidating a killed build's image, that a level folder whose group
+# file is not written yet is no zarr node: it skips it, as every reader does.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Object at .* is not recognized:UserWarning"),
+]
 
 DATA = np.random.default_rng(12).integers(1, 4096, size=(2, 40, 48), dtype=np.uint16)
 FACTORS = (1, 2, 2)
@@ -500,12 +505,13 @@ def test_kill_at_every_store_step_leaves_consolidated_metadata_true(
         assert child.process.exitcode == -9, f"step {step} of {total} was not reached"
         listed = check_consistent(dataset, zarr_format, old, new, tmp_path)
         seen[listed] = seen.get(listed, 0) + 1
-        if listed == 3 and not overwrite:
+        if listed == len(new):
             schedule.committed(step)
-        # Kill the next build too, anywhere (its recovery included), then finish.
-        again = start_build(dataset.image, params, kill_at=int(rng.integers(1, total + 1)))
-        again.process.join(60)
-        check_consistent(dataset, zarr_format, old, new, tmp_path)
+        if step % 2:
+            # Kill the next build too, anywhere (its recovery included), then finish.
+            again = start_build(dataset.image, params, kill_at=int(rng.integers(1, total + 1)))
+            again.process.join(60)
+            check_consistent(dataset, zarr_format, old, new, tmp_path)
         finish_again(dataset, params)
         assert tree_snapshot(dataset.top) == after, f"step {step}"
         for group in dataset.consolidated:
