@@ -18,7 +18,7 @@ import shutil
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,12 @@ class Dataset:
 
     image: Path
     consolidated: tuple[Path, ...]  # groups holding consolidated metadata, innermost first
+    data: np.ndarray = field(default_factory=lambda: DATA)
+    # Labels are built with nearest (mean would invent label ids, and is refused).
+    method: str = "mean"
+
+    def pyramid(self, num_levels: int, method: str | None = None) -> list[np.ndarray]:
+        return vector_pyramid(self.data, FACTORS, num_levels, method or self.method)
 
     @property
     def top(self) -> Path:
@@ -108,10 +114,36 @@ def ome_zarr_plate(tmp: Path, zarr_format: int, consolidate: bool = True) -> Dat
     return Dataset(path / "A" / "1" / "0", (path,) if consolidate else ())
 
 
+def bioformats2raw_collection(tmp: Path, zarr_format: int) -> Dataset:
+    """A bioformats2raw layout (images 0 and 1 below a root group), consolidated at the root."""
+    path = tmp / "data" / "collection.zarr"
+    root = zarr.open_group(path, mode="w", zarr_format=zarr_format)
+    layout = {"bioformats2raw.layout": 3}
+    root.attrs.update(layout if zarr_format == 2 else {"ome": {"version": "0.5", **layout}})
+    for name in ("0", "1"):
+        write_image(path / name, DATA, zarr_format=zarr_format, chunks=(1, 16, 16))
+    zarr.consolidate_metadata(path)
+    return Dataset(path / "0", (path,))
+
+
+def image_with_labels(tmp: Path, zarr_format: int) -> Dataset:
+    """A label image built on its own, below an image consolidated at its root."""
+    path = write_image(tmp / "data" / "img.zarr", DATA, zarr_format=zarr_format)
+    labels = zarr.open_group(path / "labels", mode="w", zarr_format=zarr_format)
+    names = {"labels": ["cells"]}
+    labels.attrs.update(names if zarr_format == 2 else {"ome": {"version": "0.5", **names}})
+    cells = (DATA % 7).astype(np.uint8)
+    write_image(path / "labels" / "cells", cells, zarr_format=zarr_format, labels=True)
+    zarr.consolidate_metadata(path)
+    return Dataset(path / "labels" / "cells", (path,), cells, "nearest")
+
+
 WRITERS: dict[str, Callable[[Path, int], Dataset]] = {
     "ngff-zarr": ngff_zarr_image,
     "zarr-python": zarr_python_image,
     "ome-zarr-plate": ome_zarr_plate,
+    "bioformats2raw": bioformats2raw_collection,
+    "labels": image_with_labels,
 }
 CASES = [
     pytest.param(writer, zarr_format, id=f"{writer}-v{zarr_format}")
@@ -222,7 +254,7 @@ def validate_with_readers(dataset: Dataset, zarr_format: int, num_levels: int) -
     reader = bioio.Reader(str(dataset.image))
     assert len(reader.resolution_levels) == num_levels
     reader.set_resolution_level(num_levels - 1)
-    assert reader.shape[-2:] == vector_pyramid(DATA, FACTORS, num_levels, "mean")[-1].shape[-2:]
+    assert reader.shape[-2:] == dataset.pyramid(num_levels)[-1].shape[-2:]
 
 
 # --------------------------------------------------------------------------- builds
@@ -235,10 +267,9 @@ def test_readers_of_consolidated_metadata_see_every_new_level(tmp_path, writer, 
     level0_path = listed_levels(dataset, dataset.consolidated[0], entries(dataset.consolidated[0]))
     level0_files = file_hashes(dataset.image / level0_path[0])
 
-    build_pyramid(zarrurl=dataset.image, num_levels=3)
+    build_pyramid(zarrurl=dataset.image, num_levels=3, method=dataset.method)
 
-    expected = vector_pyramid(DATA, FACTORS, 3, "mean")
-    paths = check_readers_see(dataset, zarr_format, expected, tmp_path)
+    paths = check_readers_see(dataset, zarr_format, dataset.pyramid(3), tmp_path)
     assert len(paths) == 3
     for group in dataset.consolidated:
         found = entries(group)
@@ -264,16 +295,12 @@ def test_readers_of_consolidated_metadata_see_every_new_level(tmp_path, writer, 
 def test_overwrite_drops_the_entries_of_replaced_and_dropped_levels(tmp_path, writer, zarr_format):
     dataset = WRITERS[writer](tmp_path, zarr_format)
     build_pyramid(zarrurl=dataset.image, num_levels=4, method="nearest")
-    old = check_readers_see(
-        dataset, zarr_format, vector_pyramid(DATA, FACTORS, 4, "nearest"), tmp_path
-    )
+    old = check_readers_see(dataset, zarr_format, dataset.pyramid(4, "nearest"), tmp_path)
     assert len(old) == 4
 
-    build_pyramid(zarrurl=dataset.image, num_levels=2, overwrite=True)
+    build_pyramid(zarrurl=dataset.image, num_levels=2, overwrite=True, method=dataset.method)
 
-    paths = check_readers_see(
-        dataset, zarr_format, vector_pyramid(DATA, FACTORS, 2, "mean"), tmp_path
-    )
+    paths = check_readers_see(dataset, zarr_format, dataset.pyramid(2), tmp_path)
     assert paths == old[:2]
     for group in dataset.consolidated:
         found = entries(group)
