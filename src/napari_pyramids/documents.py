@@ -23,7 +23,7 @@ from .ome.image import OmeZarrImage
 from .ome.metadata import group_document_with, multiscale_with_levels
 from .pyramid.plan import PyramidPlan
 from .storage import ConsolidatedEdit, Store, encode_json
-from .untrusted import MAX_PARENT_GROUPS
+from .untrusted import CONSOLIDATED_CAPS, MAX_PARENT_GROUPS
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def publish_documents(plan: PyramidPlan, aside: list[str]) -> Documents:
     )
     fmt = image.format
     edits = []
-    for up, name, entries, prefix in consolidated_documents(image):
+    for up, name, entries, prefix in consolidated_documents(image, between is not None):
         patch = patch_for(fmt, entries, prefix, change)
         if up == 0 and name == image.metadata_file:
             # A v3 image's own consolidated metadata is inside the document written last.
@@ -128,10 +128,17 @@ def group_files(plan: PyramidPlan) -> list[GroupFile]:
 
 
 def consolidated_documents(
-    image: OmeZarrImage,
+    image: OmeZarrImage, replacing: bool
 ) -> Iterator[tuple[int, str, dict[str, Any], str]]:
     """(folders up, file, entries, the image's path there) of every consolidated metadata
-    document listing the image: its own, then those of the groups above it."""
+    document listing the image: its own, then those of the groups above it.
+
+    A group above the image whose documents cannot be read (too big, not JSON) or written
+    (a link) ends the walk with a warning: its consolidated metadata, if any, keeps listing
+    the levels as they were, which stays true while levels are only added. When the build
+    replaces or drops levels (``replacing``), that would have readers find replaced levels
+    with their old shapes: the build is refused instead.
+    """
     fmt, store = image.format, image.store
     if fmt.consolidated_file == image.metadata_file:
         own = fmt.consolidated_entries(image.group_document)
@@ -148,17 +155,25 @@ def consolidated_documents(
         current = parent
         try:
             document = _group_consolidated(parent, fmt)
+            entries = fmt.consolidated_entries(document)
+            if entries is not None and lists_image(entries, "/".join(parts)):
+                parent.check_write_target(fmt.consolidated_file, "consolidated metadata", False)
         except PyramidError as exc:
+            fix = f"fix it, then run zarr.consolidate_metadata({parent.describe()!r})"
+            if replacing:
+                raise PyramidError(
+                    f"{exc}; its consolidated metadata, if any, may list the levels this build "
+                    f"replaces and cannot be updated: {fix}, or build without overwrite. "
+                    "Nothing was written."
+                ) from None
             warnings.warn(
                 f"{exc}; so the consolidated metadata there, if any, is not updated for "
-                f"{image.root}. Fix it, then run zarr.consolidate_metadata"
-                f"({parent.describe()!r}).",
+                f"{image.root}: {fix}.",
                 stacklevel=3,
             )
             return
         if document is None:
             return
-        entries = fmt.consolidated_entries(document)
         if entries is not None and lists_image(entries, "/".join(parts)):
             yield up, fmt.consolidated_file, entries, "/".join(parts)
 
@@ -166,7 +181,9 @@ def consolidated_documents(
 def _own_entries(store: Store, fmt: Format) -> dict[str, Any] | None:
     """The entries of a v2 image's ``.zmetadata``, if it has one (it must be readable)."""
     try:
-        document = store.read_json(fmt.consolidated_file, "consolidated metadata")
+        document = store.read_json(
+            fmt.consolidated_file, "consolidated metadata", **CONSOLIDATED_CAPS
+        )
     except PyramidError as exc:
         raise PyramidError(
             f"{exc}. Readers trust this file over the image's metadata: fix it, or remove it "
@@ -188,10 +205,13 @@ def _own_entries(store: Store, fmt: Format) -> dict[str, Any] | None:
 def _group_consolidated(store: Store, fmt: Format) -> Any:
     """A group's consolidated metadata document ({} if none), or None if the folder is not
     a zarr group of the image's format (which ends the walk up)."""
-    name = "zarr.json" if fmt.zarr_format == 3 else ".zgroup"
-    document = store.read_json(name, "group metadata")
+    if fmt.zarr_format == 3:
+        # A v3 group's consolidated metadata is inside its group document.
+        document = store.read_json("zarr.json", "group metadata", **CONSOLIDATED_CAPS)
+    else:
+        document = store.read_json(".zgroup", "group metadata")
     if not isinstance(document, dict) or document.get("zarr_format") != fmt.zarr_format:
         return None
     if fmt.zarr_format == 3:
         return document if document.get("node_type") == "group" else None
-    return store.read_json(fmt.consolidated_file, "consolidated metadata") or {}
+    return store.read_json(".zmetadata", "consolidated metadata", **CONSOLIDATED_CAPS) or {}

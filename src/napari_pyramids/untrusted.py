@@ -29,6 +29,14 @@ MAX_JSON_VALUES = 2_000_000
 MAX_JSON_CONTAINERS = 250_000
 # Real zarr/NGFF documents nest about ten levels; copying and re-encoding recurse per level.
 MAX_JSON_DEPTH = 64
+# Consolidated metadata copies the metadata of every node below a group into one document: a
+# plate of thousands of images holds tens of megabytes of it. Four times the caps above (at
+# most ~400 MiB of Python objects while it is edited).
+CONSOLIDATED_CAPS = {
+    "max_bytes": 4 * MAX_JSON_BYTES,
+    "max_values": 4 * MAX_JSON_VALUES,
+    "max_containers": 4 * MAX_JSON_CONTAINERS,
+}
 # An array's metadata document is a few hundred bytes; its copies go into every new level.
 MAX_ARRAY_JSON_BYTES = 1024 * 1024
 # How many folders above an image a build looks for groups whose consolidated metadata

@@ -391,6 +391,12 @@ def test_a_consolidated_file_that_is_a_link_is_not_written_through(tmp_path):
         build_pyramid(zarrurl=dataset.image, num_levels=3)
     assert outside.read_bytes() == before
     assert os.path.islink(plate / ".zmetadata")
+    # Replacing levels it lists would leave it wrong: that build is refused.
+    image_before = tree_snapshot(dataset.image)
+    with pytest.raises(PyramidError, match=r"symbolic link.*Nothing was written"):
+        build_pyramid(zarrurl=dataset.image, num_levels=2, overwrite=True)
+    assert outside.read_bytes() == before
+    assert tree_snapshot(dataset.image) == image_before
 
 
 def test_a_parent_folder_that_is_a_link_ends_the_walk_up(tmp_path):
@@ -414,19 +420,24 @@ def test_a_parent_folder_that_is_a_link_ends_the_walk_up(tmp_path):
     assert len(listed_levels(sibling, plate, entries(plate))) == 3
 
 
-def test_an_oversized_parent_document_is_not_read_and_the_image_is_built(tmp_path):
-    from napari_pyramids.untrusted import MAX_JSON_BYTES
+def test_an_oversized_parent_document_is_not_read(tmp_path):
+    from napari_pyramids.untrusted import CONSOLIDATED_CAPS
 
-    dataset = ome_zarr_plate(tmp_path, 2)
+    dataset = ome_zarr_plate(tmp_path, 3)
     plate = dataset.top
-    document = json.loads((plate / ".zmetadata").read_text())
-    document["metadata"][".zattrs"]["padding"] = "x" * MAX_JSON_BYTES
-    (plate / ".zmetadata").write_text(json.dumps(document))
-    before = (plate / ".zmetadata").read_bytes()
+    with open(plate / "zarr.json", "r+b") as handle:
+        # Sparse: the size alone makes it too big to read.
+        handle.truncate(CONSOLIDATED_CAPS["max_bytes"] + 1)
+    # Only adding levels keeps whatever it says true: the image is built, with a warning.
     with pytest.warns(UserWarning, match="more than"):
         build_pyramid(zarrurl=dataset.image, num_levels=3)
-    assert (plate / ".zmetadata").read_bytes() == before
-    assert len(zarr.open_group(dataset.image, mode="r").attrs["multiscales"][0]["datasets"]) == 3
+    attrs = zarr.open_group(dataset.image, mode="r").attrs["ome"]
+    assert len(attrs["multiscales"][0]["datasets"]) == 3
+    # Replacing levels it may list would leave it wrong: refused before anything is written.
+    before = tree_snapshot(plate)
+    with pytest.raises(PyramidError, match=r"more than .*Nothing was written"):
+        build_pyramid(zarrurl=dataset.image, num_levels=2, overwrite=True)
+    assert tree_snapshot(plate) == before
 
 
 def test_a_broken_own_consolidated_file_refuses_the_build_before_writing(tmp_path):

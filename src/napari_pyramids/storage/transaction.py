@@ -54,6 +54,7 @@ from ..errors import ImageBusyError, PyramidError
 from ..ome.consolidated import apply
 from ..ome.format import format_of
 from ..untrusted import (
+    CONSOLIDATED_CAPS,
     MAX_JSON_BYTES,
     MAX_JSON_CONTAINERS,
     MAX_JSON_VALUES,
@@ -383,7 +384,10 @@ class BuildFolder(BuildTransaction):
         own = [edit for edit in journal.consolidated if edit["up"] == 0]
         above = [edit for edit in journal.consolidated if edit["up"] > 0]
         if intermediate is not None:
-            above = [edit for edit in above if self._edit_above(edit, "between")]
+            # Before anything moves, so a failure here leaves everything as it was: a group
+            # that kept listing levels about to be replaced would send readers to them.
+            for edit in above:
+                self._edit_above_or_stop(edit)
             for edit in own:
                 edit_consolidated(self.root, edit, "between", self.path, self.name)
         if intermediate is not None and intermediate != journal.original:
@@ -409,14 +413,26 @@ class BuildFolder(BuildTransaction):
         with contextlib.suppress(OSError):
             self.save()
 
-    def _edit_above(self, edit: dict[str, Any], state: str) -> bool:
-        """Edit a group's document above the image; warn (and say False) if that fails."""
+    def _edit_above(self, edit: dict[str, Any], state: str) -> None:
+        """Edit a group's document above the image once the image is built: warn on failure
+        (the document then lists the image's levels as they were before or between)."""
         try:
             edit_consolidated(self.root, edit, state, self.path, self.name)
         except (OSError, PyramidError) as exc:
             _warn_not_edited(self.root, edit, exc)
-            return False
-        return True
+
+    def _edit_above_or_stop(self, edit: dict[str, Any]) -> None:
+        """Make a group's document above the image list level 0 alone, or stop the build."""
+        try:
+            edit_consolidated(self.root, edit, "between", self.path, self.name)
+        except (OSError, PyramidError) as exc:
+            where = ancestor(self.root, edit["up"]) / edit["file"]
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise PyramidError(
+                f"{where}: its consolidated metadata lists levels of {self.root} this build "
+                f"replaces, and it cannot be updated ({why}). Fix it (or remove it), then run "
+                "again; the image was left unchanged."
+            ) from None
 
     def remove(self) -> None:
         remove_build_folder(self.path)
@@ -455,7 +471,7 @@ def edit_consolidated(
                 # What this build left when it was killed half-way through a write here.
                 if stat.S_ISREG(os.lstat(folder / temp).st_mode):
                     os.unlink(folder / temp)
-        document = LocalStore(folder).read_json(name, "consolidated metadata")
+        document = LocalStore(folder).read_json(name, "consolidated metadata", **CONSOLIDATED_CAPS)
         entries = fmt.consolidated_entries(document)
         if entries is None:
             raise PyramidError(f"{folder / name} no longer holds consolidated metadata")
