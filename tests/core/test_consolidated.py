@@ -27,7 +27,7 @@ import pytest
 import zarr
 
 from faultkit import StepSchedule, report, start_build, vector_pyramid
-from imaging import file_hashes, tree_snapshot, write_image
+from imaging import file_hashes, level_paths, tree_snapshot, write_image
 from napari_pyramids.api import build_pyramid
 from napari_pyramids.errors import PyramidError
 
@@ -490,6 +490,72 @@ def test_a_forged_journal_cannot_edit_other_entries_or_files(tmp_path, edit):
     ):
         recover(dataset.image)
     assert tree_snapshot(plate) == before
+
+
+# --------------------------------------------------------------------------- disk full
+
+
+@pytest.mark.parametrize(
+    ("writer", "zarr_format"),
+    [
+        pytest.param("ngff-zarr", 2, id="ngff-zarr-v2"),
+        pytest.param("ome-zarr-plate", 3, id="plate-v3"),
+    ],
+)
+def test_no_space_at_every_store_step_leaves_consolidated_metadata_true(
+    tmp_path, writer, zarr_format, capsys
+):
+    import errno
+
+    from faultkit import Steps
+    from napari_pyramids.storage import transaction
+
+    dataset = WRITERS[writer](tmp_path / "pristine", zarr_format)
+    build_pyramid(zarrurl=dataset.image, num_levels=4, method="nearest")
+    old = dataset.pyramid(4, "nearest")
+    new = dataset.pyramid(3)
+    params = {"num_levels": 3, "overwrite": True}
+    base = dataset.top.parent
+    before = tree_snapshot(dataset.top)
+
+    def copy(name: str) -> Dataset:
+        target = tmp_path / name / base.name
+        shutil.copytree(base, target, symlinks=True)
+        return Dataset(
+            target / dataset.image.relative_to(base),
+            tuple(target / g.relative_to(base) for g in dataset.consolidated),
+        )
+
+    counter = Steps()
+    with counter.installed(transaction):
+        build_pyramid(zarrurl=copy("count").image, **params)
+    error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    outcomes: dict[str, int] = {}
+    for step in range(1, counter.count + 1):
+        trial = copy(f"step{step}")
+        with (
+            Steps(fail_at=step, error=error).installed(transaction),
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.simplefilter("always")
+            try:
+                build_pyramid(zarrurl=trial.image, **params)
+            except PyramidError:
+                outcome = "refused"
+            else:
+                stale = any("could not be updated" in str(w.message) for w in caught)
+                outcome = "built, a group's left listing level 0" if stale else "built"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        listed = check_consistent(trial, zarr_format, old, new, tmp_path)
+        if outcome == "refused":
+            assert tree_snapshot(trial.top) == before, f"step {step}"
+        else:
+            assert len(level_paths(trial.image)) == 3
+            assert listed in (1, 3)
+        shutil.rmtree(trial.top.parent.parent)
+    report(capsys, f"no space at every store step ({writer} v{zarr_format}): {outcomes}")
+    assert outcomes.get("refused")
+    assert outcomes.get("built")
 
 
 # --------------------------------------------------------------------------- kill -9
