@@ -16,9 +16,10 @@ A build never writes where a reader looks until the data is complete:
 Consolidated metadata (``ome/consolidated.py``) follows the same steps. The image's own
 (a v2 ``.zmetadata``; a v3 image's is inside ``zarr.json``) lists level 0 alone while levels
 move and every level just before the metadata; groups above the image whose consolidated
-metadata lists it (a plate, a collection) are edited after the metadata, each by
-write-to-temp-then-rename in its own folder, under a lock of that folder, since sibling
-images may edit the same document. Those edits change only the image's entries, and the
+metadata lists it (a plate, a collection) list level 0 alone before anything moves (when
+levels are replaced) and every level after the metadata, each by write-to-temp-then-rename
+in its own folder, under a lock of that folder, since sibling images may edit the same
+document. Those edits change only the image's entries, and the
 journal records each entry's value before, between and after, so an interrupted build
 puts back (or finishes) exactly its own entries, whatever its siblings did meanwhile.
 
@@ -357,9 +358,9 @@ class BuildFolder(BuildTransaction):
         The journal lists every move before the first one happens; recovery undoes those
         that happened and skips the others, so one durable journal write covers them all.
         Consolidated documents list level 0 alone before anything moves (when the metadata
-        does), the image's own lists every level just before the metadata does, and those
-        of groups above the image are edited last (a failure there only warns: the image
-        is built).
+        does; a group above the image that cannot stops the build), the image's own lists
+        every level just before the metadata does, and those of groups above the image
+        last (a failure there only warns: the image is built, and they list level 0 alone).
         """
         journal = self.journal
         journal.phase = "publishing"
