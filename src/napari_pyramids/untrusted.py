@@ -217,18 +217,21 @@ def parse_json(
 
 def _too_deep(document: Any) -> bool:
     """Whether lists and objects nest deeper than MAX_JSON_DEPTH (checked without recursion)."""
-    stack = [(document, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
+    if not isinstance(document, dict | list):
+        return False
+    # One level at a time, containers only: consolidated metadata holds hundreds of
+    # thousands of scalars, which need no look.
+    level, depth = [document], 1
+    while level:
         if depth > MAX_JSON_DEPTH:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+        depth += 1
     return False
 
 

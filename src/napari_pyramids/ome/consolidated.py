@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from .format import Format
@@ -74,10 +73,13 @@ def patch_for(fmt: Format, entries: Mapping[str, Any], prefix: str, change: Imag
         return join(prefix, path)
 
     level0 = node(change.level0)
+    removed = [node(p) for p in change.removed]
     gone: Entries = {
         key: None
         for key in entries
-        if any(is_below(key, node(p)) for p in change.removed) and not is_below(key, level0)
+        if is_below(key, prefix)
+        and any(is_below(key, n) for n in removed)
+        and not is_below(key, level0)
     }
     entries = dict(entries)
     between = None
@@ -118,4 +120,5 @@ def is_below(key: str, node: str) -> bool:
 
 
 def join(prefix: str, path: str) -> str:
-    return str(PurePosixPath(prefix, path)) if prefix else path
+    """A node's key below the document's group (``path`` "" is the image group itself)."""
+    return "/".join(p for p in (prefix, path) if p)

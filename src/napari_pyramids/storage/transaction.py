@@ -490,11 +490,9 @@ def edit_consolidated(
         if edited == entries:
             return
         check_regular_file_for_write(folder / name, "consolidated metadata")
-        # zarr-python writes .zmetadata compact: it can hold a whole plate.
-        data = encode_json(
-            fmt.with_consolidated_entries(document, edited),
-            indent=None if name == ".zmetadata" else 2,
-        )
+        # Compact, as zarr-python writes .zmetadata: it can hold a whole plate, and Python
+        # indents JSON ten times slower than it writes it compact.
+        data = encode_json(fmt.with_consolidated_entries(document, edited), indent=None)
         if edit["up"]:
             atomic_write(folder / name, data, folder, temp)
         else:
