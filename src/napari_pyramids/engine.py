@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from .documents import publish_documents
 from .errors import BuildCancelled, ImageBusyError, PyramidError
 from .images import open_image
 from .ome.image import parse_array_info, read_image
-from .ome.metadata import group_document_with, multiscale_with_levels
 from .options import BuildOptions
 from .pyramid.plan import PyramidPlan, Stage, plan_pyramid
 from .pyramid.reduce import coarsen, output_length
-from .storage import BuildTransaction, LevelArray, Store, encode_json, open_level_array
+from .storage import BuildTransaction, LevelArray, Store, open_level_array
 
 # How long to try reaching a scheduler named on the command line before saying so.
 SCHEDULER_TIMEOUT = "10s"
@@ -213,39 +213,6 @@ def run_tasks(
             wait(pending)
 
 
-def _intermediate_document(plan: PyramidPlan) -> bytes:
-    """The metadata listing only level 0: what readers see while old levels move aside."""
-    image = plan.image
-    if not image.has_multiscales:
-        return encode_json(image.group_document)
-    multiscale = dict(image.multiscale)
-    multiscale["datasets"] = [image.multiscale["datasets"][0]]
-    return encode_json(group_document_with(image, multiscale))
-
-
-def final_document(plan: PyramidPlan) -> bytes:
-    """The image's metadata document listing every level of the plan."""
-    multiscale = multiscale_with_levels(plan.image, plan.datasets(), plan.provenance)
-    return encode_json(group_document_with(plan.image, multiscale))
-
-
-def _extra_files(plan: PyramidPlan) -> list[tuple[str, bytes]]:
-    """Group metadata the new levels' folders need: a bare v2 image's ``.zgroup``, and the
-    parent groups of nested level paths (``scale1/`` beside ``scale0/``) where level 0 has one.
-    """
-    image = plan.image
-    groups = image.format.group_files()
-    files = [(name, encode_json(doc)) for name, doc in groups if name != image.metadata_file]
-    parents0 = Path(image.level0.path).parents[:-1]
-    for level in plan.new_levels:
-        for parent, parent0 in zip(Path(level.path).parents[:-1], parents0, strict=False):
-            for name, document in groups:
-                entry = (f"{parent}/{name}", encode_json(document))
-                if image.store.is_file(f"{parent0}/{name}") and entry not in files:
-                    files.append(entry)
-    return files
-
-
 def iter_build(
     zarrurl: str | Path,
     options: BuildOptions | None = None,
@@ -286,9 +253,7 @@ def iter_build(
             return plan
         aside = [*plan.replaced, *(p for p in plan.dropped if store.exists(p))]
         _check_level0_untouched(plan, aside)
-        # Hide every listed level while levels move: the original metadata may list a path
-        # that is about to be replaced, even one missing on disk.
-        lists_levels = plan.image.has_multiscales and len(plan.image.level_paths) > 1
+        documents = publish_documents(plan, aside)
         transaction = store.begin_build(build_id, plan.image.metadata_file)
         try:
             transaction.create(
@@ -305,9 +270,10 @@ def iter_build(
             transaction.publish(
                 new_levels=[(lv.index, lv.path) for lv in plan.new_levels],
                 aside=aside,
-                intermediate=_intermediate_document(plan) if aside or lists_levels else None,
-                final=final_document(plan),
-                extra_files=_extra_files(plan),
+                intermediate=documents.intermediate,
+                final=documents.final,
+                extra_files=documents.extra_files,
+                consolidated=documents.consolidated,
             )
         except OSError as exc:
             raise store.write_error(exc) from exc

@@ -29,8 +29,19 @@ MAX_JSON_VALUES = 2_000_000
 MAX_JSON_CONTAINERS = 250_000
 # Real zarr/NGFF documents nest about ten levels; copying and re-encoding recurse per level.
 MAX_JSON_DEPTH = 64
+# Consolidated metadata copies the metadata of every node below a group into one document: a
+# plate of thousands of images holds tens of megabytes of it. Four times the caps above (at
+# most ~400 MiB of Python objects while it is edited).
+CONSOLIDATED_CAPS = {
+    "max_bytes": 4 * MAX_JSON_BYTES,
+    "max_values": 4 * MAX_JSON_VALUES,
+    "max_containers": 4 * MAX_JSON_CONTAINERS,
+}
 # An array's metadata document is a few hundred bytes; its copies go into every new level.
 MAX_ARRAY_JSON_BYTES = 1024 * 1024
+# How many folders above an image a build looks for groups whose consolidated metadata
+# lists it: a label image in a plate's field (plate/A/1/0/labels/cells) is five below.
+MAX_PARENT_GROUPS = 6
 # The files zarr v2 and v3 keep beside chunks.
 ZARR_METADATA_NAMES = frozenset({".zarray", ".zattrs", ".zgroup", "zarr.json"})
 
@@ -232,18 +243,21 @@ def parse_json(
 
 def _too_deep(document: Any) -> bool:
     """Whether lists and objects nest deeper than MAX_JSON_DEPTH (checked without recursion)."""
-    stack = [(document, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
+    if not isinstance(document, dict | list):
+        return False
+    # One level at a time, containers only: consolidated metadata holds hundreds of
+    # thousands of scalars, which need no look.
+    level, depth = [document], 1
+    while level:
         if depth > MAX_JSON_DEPTH:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+        depth += 1
     return False
 
 
@@ -305,6 +319,54 @@ def journal_problem(root: Path, record: dict[str, Any]) -> str | None:
             group_file(rel)
             if not isinstance(digest, str):
                 raise PyramidError("has a malformed 'created_files' entry")
+        edits = record.get("consolidated", [])
+        if not isinstance(edits, list):
+            raise PyramidError("has a malformed 'consolidated' list")
+        for edit in edits:
+            consolidated_edit_problem(root, edit)
     except PyramidError as exc:
         return str(exc)
     return None
+
+
+def ancestor(root: Path, up: int) -> Path:
+    """The folder ``up`` levels above ``root``, refusing to climb out of a link."""
+    folder = root
+    for _ in range(up):
+        if os.path.islink(folder) or folder.parent == folder:
+            raise PyramidError(f"{folder} is a link or has no parent")
+        folder = folder.parent
+    return folder
+
+
+def consolidated_edit_problem(root: Path, edit: Any) -> None:
+    """Refuse a journal's consolidated metadata edit a build of ``root`` could not have made.
+
+    It may only name ``.zmetadata`` (or a group's ``zarr.json`` above the image) at most
+    MAX_PARENT_GROUPS folders up, no link on the way, and change only entries of the image.
+    """
+    if not isinstance(edit, dict):
+        raise PyramidError("has a malformed 'consolidated' entry")
+    up, name = edit.get("up"), edit.get("file")
+    if not isinstance(up, int) or isinstance(up, bool) or not 0 <= up <= MAX_PARENT_GROUPS:
+        raise PyramidError(f"names a consolidated document {up!r:.20} folders up")
+    if name not in (".zmetadata", "zarr.json") or (up == 0 and name != ".zmetadata"):
+        raise PyramidError(f"names the consolidated document {name!r:.80}")
+    folder = ancestor(root, up)
+    if os.path.islink(folder / name):
+        raise PyramidError(f"names {folder / name}, a symbolic link")
+    prefix = "/".join(root.parts[len(root.parts) - up :]) if up else ""
+    for state in ("between", "after", "before"):
+        patch = edit.get(state)
+        if patch is None and state == "between":
+            continue
+        if not isinstance(patch, dict):
+            raise PyramidError(f"has a malformed consolidated {state!r} patch")
+        for key, value in patch.items():
+            inside = not prefix or key == prefix or key.startswith(prefix + "/")
+            if not isinstance(key, str) or not inside:
+                raise PyramidError(f"changes the entry {key!r:.80}, not one of the image")
+            if value is not None and not isinstance(value, dict):
+                raise PyramidError(f"sets the entry {key!r:.80} to a non-object")
+    if not set(edit["after"]) | set(edit.get("between") or {}) <= set(edit["before"]):
+        raise PyramidError("changes consolidated entries it did not record the state of")

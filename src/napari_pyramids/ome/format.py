@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,6 +41,9 @@ class Format(abc.ABC):
     array_attributes_file: str | None
     # Chunk codecs receive the chunk's bytes (v3) rather than the typed array (v2).
     codecs_take_bytes: bool
+    # The file of a group holding the metadata of every node below it, copied there by
+    # zarr-python's ``consolidate_metadata`` (ngff-zarr does so by default).
+    consolidated_file: str
 
     @abc.abstractmethod
     def attributes(self, document: dict[str, Any]) -> Any:
@@ -98,6 +102,47 @@ class Format(abc.ABC):
     def codec_summary(self, doc: dict[str, Any]) -> str:
         """A short human description of how chunks are encoded."""
 
+    # Consolidated metadata: one flat mapping from keys below a group to metadata documents.
+
+    @abc.abstractmethod
+    def consolidated_entries(self, document: Any) -> dict[str, Any] | None:
+        """The entries of a group's consolidated metadata document, or None if it has none."""
+
+    @abc.abstractmethod
+    def with_consolidated_entries(
+        self, document: dict[str, Any], entries: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A copy of a consolidated metadata document holding ``entries`` instead."""
+
+    @abc.abstractmethod
+    def group_entries(
+        self,
+        node: str,
+        entries: dict[str, Any],
+        before: dict[str, Any],
+        after: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The entries of the group at ``node`` once its document went from before to after."""
+
+    @abc.abstractmethod
+    def array_entries(
+        self,
+        node: str,
+        like: str,
+        entries: dict[str, Any],
+        like_document: dict[str, Any],
+        document: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The entries of a new array at ``node`` whose document was made from the array
+        ``like``'s (``like_document``): ``like``'s entries with the same changes."""
+
+    @abc.abstractmethod
+    def new_group_entries(
+        self, node: str, like: str | None, entries: dict[str, Any], document: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The entries of a new group at ``node`` (``document`` is its group file), in the
+        style of the group ``like``'s entries."""
+
     def group_document_with(
         self, document: dict[str, Any], multiscale: dict[str, Any]
     ) -> dict[str, Any]:
@@ -143,6 +188,7 @@ class FormatV04(Format):
     })  # fmt: skip
     array_attributes_file = ".zattrs"
     codecs_take_bytes = False
+    consolidated_file = ".zmetadata"
 
     def attributes(self, document: dict[str, Any]) -> Any:
         return document
@@ -216,6 +262,58 @@ class FormatV04(Format):
         names = [str(f.get("id", "?")) for f in filters if isinstance(f, dict)]
         return "+".join([*names, name])
 
+    def consolidated_entries(self, document: Any) -> dict[str, Any] | None:
+        entries = _member(document, "metadata")
+        return entries if isinstance(entries, dict) else None
+
+    def with_consolidated_entries(
+        self, document: dict[str, Any], entries: dict[str, Any]
+    ) -> dict[str, Any]:
+        # In zarr-python's order: the group's own files, then node by node, parents before
+        # children. zarr-python reads the nodes of one group back correctly only when they
+        # are listed together (it groups consecutive keys).
+        def order(key: str) -> tuple[int, str, bool]:
+            node, _, name = key.rpartition("/")
+            if not node:
+                return -1, "", name != ".zgroup"
+            return (*_consolidated_order(node), name != ".zattrs")
+
+        return {**document, "metadata": dict(sorted(entries.items(), key=lambda i: order(i[0])))}
+
+    def group_entries(
+        self,
+        node: str,
+        entries: dict[str, Any],
+        before: dict[str, Any],
+        after: dict[str, Any],
+    ) -> dict[str, Any]:
+        # A v2 image's group document is its .zattrs.
+        return {_key(node, ".zattrs"): copy.deepcopy(after)}
+
+    def array_entries(
+        self,
+        node: str,
+        like: str,
+        entries: dict[str, Any],
+        like_document: dict[str, Any],
+        document: dict[str, Any],
+    ) -> dict[str, Any]:
+        template = entries.get(_key(like, ".zarray"))
+        found = {_key(node, ".zarray"): replay(template, like_document, document)}
+        # New levels have no attributes; zarr-python lists an empty .zattrs for every node.
+        if _key(like, ".zattrs") in entries:
+            found[_key(node, ".zattrs")] = {}
+        return found
+
+    def new_group_entries(
+        self, node: str, like: str | None, entries: dict[str, Any], document: dict[str, Any]
+    ) -> dict[str, Any]:
+        template = None if like is None else entries.get(_key(like, ".zgroup"))
+        found = {_key(node, ".zgroup"): _marked_like(document, template)}
+        if like is not None and _key(like, ".zattrs") in entries:
+            found[_key(node, ".zattrs")] = {}
+        return found
+
 
 class FormatV05(Format):
     """zarr v3 with OME-NGFF 0.5: ``zarr.json``, the NGFF keys under ``attributes.ome``."""
@@ -230,6 +328,7 @@ class FormatV05(Format):
     })  # fmt: skip
     array_attributes_file = None
     codecs_take_bytes = True
+    consolidated_file = "zarr.json"
 
     def attributes(self, document: dict[str, Any]) -> Any:
         return document.get("attributes", {})
@@ -358,6 +457,50 @@ class FormatV05(Format):
                 names.append(str(codec.get("name")))
         return "+".join(names)
 
+    def consolidated_entries(self, document: Any) -> dict[str, Any] | None:
+        entries = _member(_member(document, "consolidated_metadata"), "metadata")
+        return entries if isinstance(entries, dict) else None
+
+    def with_consolidated_entries(
+        self, document: dict[str, Any], entries: dict[str, Any]
+    ) -> dict[str, Any]:
+        # zarr-python lists parents before children, names case-insensitively in order.
+        ordered = dict(sorted(entries.items(), key=lambda item: _consolidated_order(item[0])))
+        marker = {**document["consolidated_metadata"], "metadata": ordered}
+        return {**document, "consolidated_metadata": marker}
+
+    def group_entries(
+        self,
+        node: str,
+        entries: dict[str, Any],
+        before: dict[str, Any],
+        after: dict[str, Any],
+    ) -> dict[str, Any]:
+        # A group does not list itself; a parent lists it without its own consolidation.
+        if not node or node not in entries:
+            return {}
+        plain_before, plain_after = (
+            {k: v for k, v in doc.items() if k != "consolidated_metadata"}
+            for doc in (before, after)
+        )
+        return {node: replay(entries[node], plain_before, plain_after)}
+
+    def array_entries(
+        self,
+        node: str,
+        like: str,
+        entries: dict[str, Any],
+        like_document: dict[str, Any],
+        document: dict[str, Any],
+    ) -> dict[str, Any]:
+        return {node: replay(entries.get(like), like_document, document)}
+
+    def new_group_entries(
+        self, node: str, like: str | None, entries: dict[str, Any], document: dict[str, Any]
+    ) -> dict[str, Any]:
+        template = None if like is None else entries.get(like)
+        return {node: _marked_like(document, template)}
+
 
 FORMATS: dict[int, Format] = {2: FormatV04(), 3: FormatV05()}
 
@@ -365,6 +508,52 @@ FORMATS: dict[int, Format] = {2: FormatV04(), 3: FormatV05()}
 def format_of(zarr_format: int) -> Format:
     """The format class of zarr format 2 or 3."""
     return FORMATS[zarr_format]
+
+
+def replay(template: Any, before: Any, after: Any) -> Any:
+    """``template`` with the changes that turned ``before`` into ``after``.
+
+    A consolidated entry is the document as its writer normalised it (defaults spelled out,
+    keys added): a new level's entry is level 0's entry with the very edits that made the
+    new level's document from level 0's, so it reads as that writer would have written it.
+    """
+    if template is None or before == after:
+        return copy.deepcopy(after if template is None else template)
+    if isinstance(template, dict) and isinstance(before, dict) and isinstance(after, dict):
+        kept = (k for k in template if k in after or k not in before)
+        result = {k: copy.deepcopy(template[k]) for k in kept}
+        for key, value in after.items():
+            if key not in before:
+                result[key] = copy.deepcopy(value)
+            elif before[key] != value:
+                result[key] = replay(template.get(key), before[key], value)
+        return result
+    if (
+        isinstance(template, list)
+        and isinstance(before, list)
+        and isinstance(after, list)
+        and len(template) == len(before) == len(after)
+    ):
+        return [replay(t, b, a) for t, b, a in zip(template, before, after, strict=True)]
+    return copy.deepcopy(after)
+
+
+def _marked_like(document: dict[str, Any], template: Any) -> dict[str, Any]:
+    """A new group's entry: its document, marked as consolidated (with nothing below it) the
+    way zarr-python marks the groups it lists, when the template group is so marked."""
+    entry = copy.deepcopy(document)
+    marker = _member(template, "consolidated_metadata")
+    if isinstance(marker, dict):
+        entry["consolidated_metadata"] = {**copy.deepcopy(marker), "metadata": {}}
+    return entry
+
+
+def _key(node: str, name: str) -> str:
+    return f"{node}/{name}" if node else name
+
+
+def _consolidated_order(key: str) -> tuple[int, str]:
+    return key.count("/"), unicodedata.normalize("NFKC", key).casefold()
 
 
 def _v3_codecs(codecs: Any, where: str) -> list[dict[str, Any]]:

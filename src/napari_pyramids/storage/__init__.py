@@ -6,10 +6,18 @@ and out), and the build transaction (lock, unlisted levels, publish, recovery).
 """
 
 from .arrays import LevelArray, check_zarr_reads, open_level, open_level_array
-from .store import BuildTransaction, LocalStore, Store, encode_json, open_store
+from .store import (
+    BuildTransaction,
+    ConsolidatedEdit,
+    LocalStore,
+    Store,
+    encode_json,
+    open_store,
+)
 
 __all__ = [
     "BuildTransaction",
+    "ConsolidatedEdit",
     "LevelArray",
     "LocalStore",
     "Store",

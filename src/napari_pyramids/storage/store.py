@@ -17,10 +17,12 @@ import shutil
 import stat
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import PyramidError
+from ..ome.consolidated import Patch
 from ..untrusted import (
     MAX_JSON_BYTES,
     check_image_path,
@@ -87,6 +89,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def parent(self) -> Store | None:
         """The store of the group holding this one, if there is one to read."""
+
+    @abc.abstractmethod
+    def enclosing(self) -> Store | None:
+        """The store of the folder that holds this group's folder, to write in: None when
+        there is none or when this folder is a link (its parent is elsewhere)."""
 
     @abc.abstractmethod
     def name(self) -> str:
@@ -175,6 +182,20 @@ class ImageHold(Protocol):
         """Whether the image is still ours: a lease can expire under a stopped process."""
 
 
+@dataclass(frozen=True)
+class ConsolidatedEdit:
+    """A consolidated metadata document the build keeps true, and how (see
+    ``ome/consolidated.py``): the image's own zarr v2 ``.zmetadata`` (``up`` 0) or the
+    ``file`` of the group ``up`` folders above the image."""
+
+    up: int
+    file: str
+    patch: Patch
+
+    def to_json(self) -> dict[str, Any]:
+        return {"up": self.up, "file": self.file, **self.patch.to_json()}
+
+
 class BuildTransaction(abc.ABC):
     """One build's writes: new levels unlisted until :meth:`publish`, undone if unfinished."""
 
@@ -197,17 +218,20 @@ class BuildTransaction(abc.ABC):
         intermediate: bytes | None,
         final: bytes,
         extra_files: Sequence[tuple[str, bytes]] = (),
+        consolidated: Sequence[ConsolidatedEdit] = (),
     ) -> None:
-        """Make the new levels listed: old ones (``aside``) out, new ones in, metadata last."""
+        """Make the new levels listed: old ones (``aside``) out, new ones in, metadata last;
+        the consolidated metadata documents follow each step (see :class:`ConsolidatedEdit`).
+        """
 
     @abc.abstractmethod
     def finish(self) -> None:
         """Clean up after a published build (a failure here leaves the image complete)."""
 
 
-def encode_json(document: Any) -> bytes:
+def encode_json(document: Any, indent: int | None = 2) -> bytes:
     """A metadata document as zarr tools write it: indented UTF-8 JSON."""
-    return (json.dumps(document, indent=2, allow_nan=True) + "\n").encode("utf-8")
+    return (json.dumps(document, indent=indent, allow_nan=True) + "\n").encode("utf-8")
 
 
 def join(*parts: str) -> str:
@@ -306,6 +330,11 @@ class LocalStore(Store):
             return None
 
     def parent(self) -> Store | None:
+        return LocalStore(self.root.parent)
+
+    def enclosing(self) -> Store | None:
+        if self.root.parent == self.root or os.path.islink(self.root):
+            return None
         return LocalStore(self.root.parent)
 
     def name(self) -> str:

@@ -13,6 +13,16 @@ A build never writes where a reader looks until the data is complete:
    by write-to-temp-then-rename;
 4. the build folder is removed, journal last.
 
+Consolidated metadata (``ome/consolidated.py``) follows the same steps. The image's own
+(a v2 ``.zmetadata``; a v3 image's is inside ``zarr.json``) lists level 0 alone while levels
+move and every level just before the metadata; groups above the image whose consolidated
+metadata lists it (a plate, a collection) list level 0 alone before anything moves (when
+levels are replaced) and every level after the metadata, each by write-to-temp-then-rename
+in its own folder, under a lock of that folder, since sibling images may edit the same
+document. Those edits change only the image's entries, and the
+journal records each entry's value before, between and after, so an interrupted build
+puts back (or finishes) exactly its own entries, whatever its siblings did meanwhile.
+
 The journal is written before anything else goes into the build folder and removed last, so
 a folder of ours without a journal can only hold unpublished new levels (and journal temp
 files): it is removed. A folder with anything else and no journal of ours is left alone.
@@ -42,11 +52,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ImageBusyError, PyramidError
+from ..ome.consolidated import apply
 from ..ome.format import format_of
 from ..untrusted import (
+    CONSOLIDATED_CAPS,
     MAX_JSON_BYTES,
     MAX_JSON_CONTAINERS,
     MAX_JSON_VALUES,
+    ancestor,
+    check_regular_file_for_write,
     journal_problem,
 )
 from .lease import FileLeaseStore, LeaseLock
@@ -63,16 +77,22 @@ from .localfs import (
     unlock_and_remove,
     write_at,
 )
-from .store import BuildTransaction, LocalStore, encode_json
+from .store import BuildTransaction, ConsolidatedEdit, LocalStore, encode_json
 
 TOOL = "napari-pyramids"
 LOCK_NAME = ".napari-pyramids.lock"
+# Held while one consolidated metadata document is read, edited and replaced.
+CONSOLIDATED_LOCK = ".napari-pyramids-consolidated.lock"
+CONSOLIDATED_LOCK_SECONDS = 60.0
+CONSOLIDATED_TEMP = ".napari-pyramids-consolidated-{build}.tmp"
 BUILD_PREFIX = ".napari-pyramids-build-"
 JOURNAL = "journal.json"
 SKELETON = ("levels", "aside")
 _JOURNAL_TEMP = re.compile(r"^journal\.json\.[0-9a-f]{32}\.tmp$")
 # What a lease (lease.py) leaves when its holder dies while renewing or taking over.
-_LEASE_TEMP = re.compile(rf"^{re.escape(LOCK_NAME)}\.[0-9a-f]{{32}}\.(new|old)$")
+_LEASE_TEMP = re.compile(
+    rf"^({re.escape(LOCK_NAME)}|{re.escape(CONSOLIDATED_LOCK)})\.[0-9a-f]{{32}}\.(new|old)$"
+)
 _READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 # A journal carries the original metadata document as an escaped JSON string (up to ~4x its
 # bytes) plus a few entries per level: the metadata's own caps with room for that.
@@ -111,9 +131,10 @@ def _fsync_parents(root: Path, rels: Sequence[str]) -> None:
         fsync_dir(folder)
 
 
-def atomic_write(target: Path, data: bytes, scratch: Path) -> None:
-    """Replace ``target`` by ``data`` in one rename; ``scratch`` is a folder on the same disk."""
-    temp = scratch / f"{target.name}.{uuid.uuid4().hex}.tmp"
+def atomic_write(target: Path, data: bytes, scratch: Path, temp_name: str | None = None) -> None:
+    """Replace ``target`` by ``data`` in one rename; ``scratch`` is a folder on the same disk
+    (``temp_name`` names the temporary file there, so that a crash's leftover is known)."""
+    temp = scratch / (temp_name or f"{target.name}.{uuid.uuid4().hex}.tmp")
     # O_EXCL refuses any existing name, a symbolic link included.
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC | BINARY, 0o644)
     try:
@@ -143,9 +164,9 @@ class ImageLock:
     build never blocks the next); elsewhere a lease in the same file (see ``lease.py``).
     """
 
-    def __init__(self, root: Path, build_id: str) -> None:
+    def __init__(self, root: Path, build_id: str, name: str = LOCK_NAME) -> None:
         self.root = root
-        self.path = root / LOCK_NAME
+        self.path = root / name
         self.build_id = build_id
         self._fd: int | None = None
         self._lease: LeaseLock | None = None
@@ -264,6 +285,8 @@ class Journal:
     moved_aside: list[tuple[str, str]] = field(default_factory=list)
     created_dirs: list[str] = field(default_factory=list)
     created_files: list[tuple[str, str]] = field(default_factory=list)
+    # Consolidated metadata documents kept true (ConsolidatedEdit.to_json()).
+    consolidated: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -280,6 +303,7 @@ class Journal:
             "moved_aside": self.moved_aside,
             "created_dirs": self.created_dirs,
             "created_files": self.created_files,
+            "consolidated": self.consolidated,
         }
 
 
@@ -327,11 +351,16 @@ class BuildFolder(BuildTransaction):
         intermediate: bytes | None,
         final: bytes,
         extra_files: Sequence[tuple[str, bytes]] = (),
+        consolidated: Sequence[ConsolidatedEdit] = (),
     ) -> None:
         """Move old levels aside, rename new ones into place, then write the metadata.
 
         The journal lists every move before the first one happens; recovery undoes those
         that happened and skips the others, so one durable journal write covers them all.
+        Consolidated documents list level 0 alone before anything moves (when the metadata
+        does; a group above the image that cannot stops the build), the image's own lists
+        every level just before the metadata does, and those of groups above the image
+        last (a failure there only warns: the image is built, and they list level 0 alone).
         """
         journal = self.journal
         journal.phase = "publishing"
@@ -348,10 +377,20 @@ class BuildFolder(BuildTransaction):
             journal.placed.append((rel, info.st_ino, info.st_dev))
         created = [(name, data) for name, data in extra_files if not (self.root / name).exists()]
         journal.created_files = [(name, sha256(data)) for name, data in created]
+        journal.consolidated = [edit.to_json() for edit in consolidated]
         # Level data durable before any rename can make it reachable.
         flush_tree(self.path)
         self.save()
         metadata = self.root / journal.metadata_file
+        own = [edit for edit in journal.consolidated if edit["up"] == 0]
+        above = [edit for edit in journal.consolidated if edit["up"] > 0]
+        if intermediate is not None:
+            # Before anything moves, so a failure here leaves everything as it was: a group
+            # that kept listing levels about to be replaced would send readers to them.
+            for edit in above:
+                self._edit_above_or_stop(edit)
+            for edit in own:
+                edit_consolidated(self.root, edit, "between", self.path, self.name)
         if intermediate is not None and intermediate != journal.original:
             atomic_write(metadata, intermediate, self.path)
         for rel, name in journal.moved_aside:
@@ -364,12 +403,37 @@ class BuildFolder(BuildTransaction):
             atomic_write(self.root / name, data, self.path)
         _fsync_parents(self.root, [rel for _, rel in new_levels])
         fsync_dir(self.path / "aside")
+        for edit in own:
+            edit_consolidated(self.root, edit, "after", self.path, self.name)
         atomic_write(metadata, final, self.path)
         self.committed = True
+        for edit in above:
+            self._edit_above(edit, "after")
         journal.phase = "published"
         # The journal already proves the build finished (the metadata hash is ``final``).
         with contextlib.suppress(OSError):
             self.save()
+
+    def _edit_above(self, edit: dict[str, Any], state: str) -> None:
+        """Edit a group's document above the image once the image is built: warn on failure
+        (the document then lists the image's levels as they were before or between)."""
+        try:
+            edit_consolidated(self.root, edit, state, self.path, self.name)
+        except (OSError, PyramidError) as exc:
+            _warn_not_edited(self.root, edit, exc)
+
+    def _edit_above_or_stop(self, edit: dict[str, Any]) -> None:
+        """Make a group's document above the image list level 0 alone, or stop the build."""
+        try:
+            edit_consolidated(self.root, edit, "between", self.path, self.name)
+        except (OSError, PyramidError) as exc:
+            where = ancestor(self.root, edit["up"]) / edit["file"]
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise PyramidError(
+                f"{where}: its consolidated metadata lists levels of {self.root} this build "
+                f"replaces, and it cannot be updated ({why}). Fix it (or remove it), then run "
+                "again; the image was left unchanged."
+            ) from None
 
     def remove(self) -> None:
         remove_build_folder(self.path)
@@ -383,6 +447,89 @@ class BuildFolder(BuildTransaction):
                 f"removed ({exc.strerror}); the next build of this image removes it",
                 stacklevel=3,
             )
+
+
+def edit_consolidated(
+    root: Path, edit: dict[str, Any], state: str, scratch: Path, build_folder: str
+) -> None:
+    """Bring one consolidated document's entries of the image to ``state`` of ``edit``.
+
+    ``state`` is "between", "after" or "before" (a "between" that is None means "before"),
+    or "hide": "between" unless the entries are still as before (what an undo does first).
+    Only the edit's entries change; the document is re-read under its folder's lock, and
+    left alone (PyramidError) when one of those entries holds none of the three states:
+    someone else changed it. The image's own document is replaced through ``scratch`` (the
+    build folder); a group's above the image through a temporary file in its folder whose
+    name says which build wrote it.
+    """
+    folder = ancestor(root, edit["up"])
+    name = edit["file"]
+    fmt = format_of(2 if name == ".zmetadata" else 3)
+    temp = CONSOLIDATED_TEMP.format(build=build_folder.removeprefix(BUILD_PREFIX))
+    with _folder_lock(folder, build_folder):
+        if edit["up"]:
+            with contextlib.suppress(FileNotFoundError):
+                # What this build left when it was killed half-way through a write here.
+                if stat.S_ISREG(os.lstat(folder / temp).st_mode):
+                    os.unlink(folder / temp)
+        document = LocalStore(folder).read_json(name, "consolidated metadata", **CONSOLIDATED_CAPS)
+        entries = fmt.consolidated_entries(document)
+        if entries is None:
+            raise PyramidError(f"{folder / name} no longer holds consolidated metadata")
+        before = edit["before"]
+        states = [before, *(edit[s] for s in ("between", "after") if edit[s] is not None)]
+        for key, original in before.items():
+            if entries.get(key) not in [patch.get(key, original) for patch in states]:
+                raise PyramidError(
+                    f"{folder / name}: its entry {key!r} changed since the build started"
+                )
+        if state == "hide":
+            untouched = all(entries.get(key) == value for key, value in before.items())
+            state = "before" if untouched else "between"
+        edited = apply(entries, edit[state] if edit[state] is not None else before)
+        if edited == entries:
+            return
+        check_regular_file_for_write(folder / name, "consolidated metadata")
+        # Compact, as zarr-python writes .zmetadata: it can hold a whole plate, and Python
+        # indents JSON ten times slower than it writes it compact.
+        data = encode_json(fmt.with_consolidated_entries(document, edited), indent=None)
+        if edit["up"]:
+            atomic_write(folder / name, data, folder, temp)
+        else:
+            atomic_write(folder / name, data, scratch)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, build_folder: str) -> Iterator[None]:
+    """Hold ``folder``'s consolidated metadata lock, waiting for a sibling's edit to end."""
+    lock = ImageLock(folder, build_folder, CONSOLIDATED_LOCK)
+    deadline = time.monotonic() + CONSOLIDATED_LOCK_SECONDS
+    while True:
+        try:
+            lock.acquire()
+            break
+        except ImageBusyError:
+            if time.monotonic() > deadline:
+                raise PyramidError(
+                    f"{folder}: its consolidated metadata stayed locked by another build for "
+                    f"{CONSOLIDATED_LOCK_SECONDS:.0f} s"
+                ) from None
+            time.sleep(0.02)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _warn_not_edited(root: Path, edit: dict[str, Any], exc: BaseException) -> None:
+    where = ancestor(root, edit["up"]) / edit["file"]
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    warnings.warn(
+        f"{where}: its consolidated metadata could not be updated for {root} ({why}); "
+        f"readers that trust it see that image's levels as they were. Fix it, then run "
+        f"zarr.consolidate_metadata({str(where.parent)!r}).",
+        stacklevel=4,
+    )
 
 
 def remove_build_folder(path: Path) -> None:
@@ -499,7 +646,10 @@ def _roll_back(root: Path, folder: Path, record: dict[str, Any]) -> tuple[str, b
     current = sha256(read_bytes(metadata))
     original = record["original"]
     original_bytes = None if original is None else original.encode("utf-8")
+    edits = record.get("consolidated", [])
     if current == record.get("final_sha256"):
+        # Killed after the metadata: finish the edits of the groups above the image.
+        _recover_edits(root, folder, edits, "after")
         return f"{folder.name}: the build had finished; cleaned up", True
     if current not in {record.get("intermediate_sha256"), sha256(original_bytes)}:
         warnings.warn(
@@ -512,6 +662,9 @@ def _roll_back(root: Path, folder: Path, record: dict[str, Any]) -> tuple[str, b
         return f"{folder.name}: left alone, the metadata changed since", False
     # The metadata is now the original or the intermediate document: neither lists a new
     # level, and the intermediate lists no old one, so levels can move back in any order.
+    # Consolidated documents first list what neither state misses (level 0 alone, or the
+    # original where no level moves aside), so they never list a level being moved.
+    _recover_edits(root, folder, edits, "hide")
     for rel, ino, dev in reversed(record["placed"]):
         target = root / rel
         with contextlib.suppress(FileNotFoundError):
@@ -541,11 +694,30 @@ def _roll_back(root: Path, folder: Path, record: dict[str, Any]) -> tuple[str, b
             stacklevel=3,
         )
         return f"{folder.name}: old levels {blocked} kept in the build folder", False
+    _fsync_parents(root, [rel for rel, _ in record["moved_aside"]])
+    _recover_edits(root, folder, edits, "before")
     if current != sha256(original_bytes):
-        _fsync_parents(root, [rel for rel, _ in record["moved_aside"]])
         if original_bytes is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(metadata)
         else:
             atomic_write(metadata, original_bytes, folder)
     return f"{folder.name}: interrupted while publishing; the image was restored", True
+
+
+def _recover_edits(root: Path, folder: Path, edits: list[dict[str, Any]], state: str) -> None:
+    """Bring every consolidated document of an interrupted build to ``state``.
+
+    A document someone else changed since is left alone with a warning, as is a group's
+    above the image that cannot be written; the image's own must be written (its failure
+    raises, and the next build tries again).
+    """
+    for edit in edits:
+        try:
+            edit_consolidated(root, edit, state, folder, folder.name)
+        except PyramidError as exc:
+            _warn_not_edited(root, edit, exc)
+        except OSError as exc:
+            if edit["up"] == 0:
+                raise
+            _warn_not_edited(root, edit, exc)
