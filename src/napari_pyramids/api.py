@@ -19,6 +19,8 @@ from .pyramid.plan import PyramidPlan, choose_method, level_factors, level_shape
 if TYPE_CHECKING:
     import dask.array as da
 
+    from .storage import Store
+
 
 def build_pyramid(
     *,
@@ -39,6 +41,7 @@ def build_pyramid(
     cancel: Callable[[], bool] | Any | None = None,
     scheduler: str | None = None,
     executor: Executor | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> PyramidPlan:
     """Build and write the lower-resolution levels of an OME-Zarr image, in place.
 
@@ -49,7 +52,10 @@ def build_pyramid(
     Parameters
     ----------
     zarrurl
-        Path of the image group (e.g. ``"plate.zarr/B/03/0"``), not of a level.
+        Path of the image group (e.g. ``"plate.zarr/B/03/0"``), not of a level; or its URL
+        in an object store (``"s3://bucket/plate.zarr/B/03/0"``, ``"gs://..."``), configured
+        as AWS tools are (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, ...).
+        ``https://`` images are read only: a build there is refused.
     overwrite
         Replace existing levels (listed in the metadata or present on disk). Without it, an
         existing level is refused with a ValueError naming it and nothing changes.
@@ -89,6 +95,9 @@ def build_pyramid(
     scheduler, executor
         Run the block tasks on a dask.distributed scheduler at this address, or on any
         ``concurrent.futures.Executor``. An active ``distributed.Client`` is used by default.
+    storage_options
+        For a URL: object-store settings beyond the environment's, such as ``endpoint``,
+        ``region``, ``access_key_id``, ``secret_access_key``, ``profile``, ``allow_http``.
 
     Returns
     -------
@@ -125,17 +134,25 @@ def build_pyramid(
         workers=workers,
         open_array_kwargs=open_array_kwargs,
     )
-    build = iter_build(zarrurl, options, executor=executor, scheduler=scheduler)
+    build = iter_build(
+        zarrurl,
+        options,
+        executor=executor,
+        scheduler=scheduler,
+        storage_options=storage_options,
+    )
     plan = run_build(build, progress=progress, cancel=cancel)
-    warn_labels_out_of_step(plan.image.root)
+    warn_labels_out_of_step(plan.image.store)
     return plan
 
 
-def warn_labels_out_of_step(zarrurl: str | os.PathLike[str]) -> None:
+def warn_labels_out_of_step(
+    zarrurl: str | os.PathLike[str] | Store, storage_options: Mapping[str, Any] | None = None
+) -> None:
     """A UserWarning for each label image of ``zarrurl`` (or, for a label image, itself) whose
     number of levels now differs from its image's, naming the command that fixes it."""
     try:
-        mismatches = labels_out_of_step(open_image(zarrurl))
+        mismatches = labels_out_of_step(open_image(zarrurl, storage_options))
     except PyramidError:
         return
     for mismatch in mismatches:
@@ -152,12 +169,14 @@ def lazy_pyramid(
     aggregation_function: Callable[..., Any] | None = None,
     edge: str = "trim",
     labels: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> list[da.Array]:
     """The pyramid ``build_pyramid`` would write, as lazy dask arrays; nothing is written.
 
-    Level 0 is read from disk; every other level is computed on demand, chunk by chunk, with
-    the same reducers as the build, so each value equals the one the build would store.
-    Parameters are those of :func:`build_pyramid`.
+    Level 0 is read from its store (a disk or, by URL, an object store); every other level
+    is computed on demand, chunk by chunk, with the same reducers as the build, so each
+    value equals the one the build would store. Parameters are those of
+    :func:`build_pyramid`.
     """
     options = BuildOptions(
         num_levels=num_levels,
@@ -168,7 +187,7 @@ def lazy_pyramid(
         edge=edge,
         labels=labels,
     )
-    return preview_pyramid(open_image(zarrurl), options)
+    return preview_pyramid(open_image(zarrurl, storage_options), options)
 
 
 def preview_pyramid(image: OmeZarrImage, options: BuildOptions) -> list[da.Array]:

@@ -31,6 +31,22 @@ def _levels(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer or 'auto'") from None
 
 
+def _storage_option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. region=eu-west-1)")
+    return key.strip(), value
+
+
+def _add_storage_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--storage-option", type=_storage_option, action="append", default=[],
+        metavar="KEY=VALUE",
+        help="object-store setting for a URL beyond the AWS_* environment variables, e.g. "
+        "endpoint=http://127.0.0.1:9000 or region=eu-west-1 (repeatable)",
+    )  # fmt: skip
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse reporting a bad argument in one line and exit status 2, like every refusal."""
 
@@ -51,8 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         "well, collection or folder",
     )
     build.add_argument(
-        "zarrurl", help="an OME-Zarr image group, plate, well, bioformats2raw collection, or a "
-        "folder of images",
+        "zarrurl", help="path or URL (s3://, gs://) of an OME-Zarr image group; a local path may "
+        "also be a plate, well, bioformats2raw collection, or a folder of images",
     )  # fmt: skip
     build.add_argument(
         "--levels", type=_levels, default="auto",
@@ -88,11 +104,16 @@ def _parser() -> argparse.ArgumentParser:
         "(default: 8, or twice the workers if more)",
     )  # fmt: skip
     build.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_storage_options(build)
 
     info = commands.add_parser(
         "info", help="print the levels of an image, or the images of a plate, well or folder"
     )
-    info.add_argument("zarrurl", help="an OME-Zarr image, plate, well, collection or folder")
+    info.add_argument(
+        "zarrurl", help="path or URL (s3://, gs://, https://) of an OME-Zarr image; a local "
+        "path may also be a plate, well, collection or folder",
+    )  # fmt: skip
+    _add_storage_options(info)
 
     sample = commands.add_parser("sample", help="write a sample image (level 0 only)")
     sample.add_argument("output", help="path of the new image group")
@@ -146,12 +167,26 @@ def _silence_stdout() -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from .datasets import find_images
+    from .storage import open_store
+    from .untrusted import URL_SCHEME
 
     options = _options(args)
+    storage_options = dict(args.storage_option)
+    if URL_SCHEME.match(args.zarrurl):
+        # Plates, wells, folders and label images kept in step are found on local paths
+        # only: a URL is built as the one image it names.
+        store = open_store(args.zarrurl, storage_options)
+        store.check_writable()
+        status = _build_image(args, options, store)
+        _warn_labels_out_of_step(store)
+        return status
+    if storage_options:
+        open_store(args.zarrurl, storage_options)  # refuses storage options on a path
     dataset = find_images(args.zarrurl)
     if dataset.is_one_image and (args.skip_labels or not dataset.images[0].labels):
-        status = _build_image(args, options)
-        _warn_labels_out_of_step(args.zarrurl)
+        store = open_store(args.zarrurl)
+        status = _build_image(args, options, store)
+        _warn_labels_out_of_step(store)
         return status
     return _build_dataset(args, options, dataset)
 
@@ -171,16 +206,16 @@ def _options(args: argparse.Namespace) -> BuildOptions:
     )
 
 
-def _build_image(args: argparse.Namespace, options: BuildOptions) -> int:
+def _build_image(args: argparse.Namespace, options: BuildOptions, store: Any) -> int:
     """One image, as a pyramid build always was: a bar over blocks, then its levels."""
     from tqdm import tqdm
 
     from .engine import iter_build
     from .images import open_image
 
-    image = open_image(args.zarrurl)
+    image = open_image(store)
     original = _metadata_bytes(image)
-    build = iter_build(args.zarrurl, options, scheduler=args.scheduler)
+    build = iter_build(store, options, scheduler=args.scheduler)
     bar = None
     finished = False
     try:
@@ -260,7 +295,7 @@ def _build_dataset(args: argparse.Namespace, options: BuildOptions, dataset: Any
     return 1 if report.count(FAILED) else EXIT_BAD_INPUT
 
 
-def _warn_labels_out_of_step(zarrurl: str) -> None:
+def _warn_labels_out_of_step(zarrurl: Any) -> None:
     """After building one image or one label image: say if its labels are now out of step."""
     from .datasets import labels_out_of_step
     from .images import open_image
@@ -289,7 +324,8 @@ def _metadata_bytes(image: Any) -> bytes | None:
 def _info(args: argparse.Namespace) -> int:
     from .info import describe_path
 
-    print(visible_text(describe_path(args.zarrurl), keep_newlines=True))
+    text = describe_path(args.zarrurl, dict(args.storage_option))
+    print(visible_text(text, keep_newlines=True))
     return 0
 
 

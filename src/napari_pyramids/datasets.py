@@ -245,7 +245,7 @@ def labels_out_of_step(image: OmeZarrImage) -> list[LabelsOutOfStep]:
     found = []
     for name in names:
         try:
-            label = open_image(image.root / "labels" / name)
+            label = open_image(image.store.child(f"labels/{name}"))
         except PyramidError:
             continue
         mismatch = _compare(image, label)
@@ -256,14 +256,18 @@ def labels_out_of_step(image: OmeZarrImage) -> list[LabelsOutOfStep]:
 
 def _parent_image(label: OmeZarrImage) -> OmeZarrImage | None:
     """The image whose ``labels`` group holds ``label``, if it is one."""
-    if label.root.parent.name != "labels":
+    labels = label.store.parent()
+    if labels is None or labels.name() != "labels":
         return None
     try:
-        parent = open_image(label.root.parent.parent)
+        above = labels.parent()
+        if above is None:
+            return None
+        parent = open_image(above)
     except PyramidError:
         return None
     names, _ = label_names(parent.store)
-    return parent if label.root.name in names else None
+    return parent if label.store.name() in names else None
 
 
 def _compare(image: OmeZarrImage, label: OmeZarrImage) -> LabelsOutOfStep | None:

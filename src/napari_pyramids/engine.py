@@ -16,7 +16,7 @@ import contextlib
 import sys
 import uuid
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,15 @@ from .ome.image import parse_array_info, read_image
 from .options import BuildOptions
 from .pyramid.plan import PyramidPlan, Stage, plan_pyramid
 from .pyramid.reduce import coarsen, output_length
-from .storage import BuildTransaction, LevelArray, Store, open_level_array
+from .storage import (
+    BuildTransaction,
+    ImageChanges,
+    LevelArray,
+    NewLevel,
+    Store,
+    open_level_array,
+    open_store,
+)
 
 # How long to try reaching a scheduler named on the command line before saying so.
 SCHEDULER_TIMEOUT = "10s"
@@ -214,17 +222,19 @@ def run_tasks(
 
 
 def iter_build(
-    zarrurl: str | Path,
+    zarrurl: str | Path | Store,
     options: BuildOptions | None = None,
     *,
     executor: Executor | None = None,
     scheduler: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
     **params: Any,
 ) -> Generator[Progress, None, PyramidPlan]:
     """Build a pyramid, yielding progress after each block; returns the plan it carried out.
 
     ``options`` are the build's :class:`~napari_pyramids.options.BuildOptions` (or, instead,
-    their keywords as ``params``). The image is planned (every input checked) before anything
+    their keywords as ``params``); ``storage_options`` configure an image given by URL. The
+    image is planned (every input checked) before anything
     is written, then locked, cleared of any interrupted build, planned again under the lock,
     written, and published. Closing the generator early cancels the build and restores the
     image.
@@ -233,8 +243,9 @@ def iter_build(
         options = BuildOptions(**params)
     elif params:
         raise TypeError("iter_build takes BuildOptions or their keywords, not both")
-    image = open_image(zarrurl)
-    store = image.store
+    store = open_store(zarrurl, storage_options)
+    store.check_writable()
+    image = open_image(store)
     try:
         plan: PyramidPlan | None = plan_pyramid(image, options)
     except PyramidError:
@@ -254,11 +265,19 @@ def iter_build(
         aside = [*plan.replaced, *(p for p in plan.dropped if store.exists(p))]
         _check_level0_untouched(plan, aside)
         documents = publish_documents(plan, aside)
-        transaction = store.begin_build(build_id, plan.image.metadata_file)
+        changes = ImageChanges(
+            metadata_file=plan.image.metadata_file,
+            zarr_format=plan.image.zarr_format,
+            levels=[NewLevel(lv.index, lv.path, lv.document) for lv in plan.new_levels],
+            aside=aside,
+            intermediate=documents.intermediate,
+            final=documents.final,
+            extra_files=documents.extra_files,
+            consolidated=documents.consolidated,
+        )
+        transaction = store.begin_build(build_id, changes)
         try:
-            transaction.create(
-                [(lv.index, lv.document) for lv in plan.new_levels], plan.image.zarr_format
-            )
+            transaction.create()
             yield from _write_levels(plan, transaction, executor, scheduler)
             yield Progress(plan.total_blocks, plan.total_blocks, "publishing")
             if not hold.holds():
@@ -267,18 +286,12 @@ def iter_build(
                     "past the lease's expiry and another build took over); nothing was published. "
                     "Run again once that build is done."
                 )
-            transaction.publish(
-                new_levels=[(lv.index, lv.path) for lv in plan.new_levels],
-                aside=aside,
-                intermediate=documents.intermediate,
-                final=documents.final,
-                extra_files=documents.extra_files,
-                consolidated=documents.consolidated,
-            )
+            transaction.publish()
         except OSError as exc:
             raise store.write_error(exc) from exc
         finally:
-            if not transaction.committed:
+            # A build that lost its lease leaves the undo to the build that took over.
+            if not transaction.committed and _still_held(hold):
                 _undo(store)
         transaction.finish()
     yield Progress(plan.total_blocks, plan.total_blocks, "done")
@@ -294,6 +307,14 @@ def _check_level0_untouched(plan: PyramidPlan, aside: list[str]) -> None:
                 f"new level {path!r} would replace or nest in level 0 {level0!r}; level 0 is "
                 "never written. Rename level 0's folder (e.g. to '0') and its metadata entry."
             )
+
+
+def _still_held(hold: Any) -> bool:
+    """Whether the build still holds the image; when that cannot be told, assume it does."""
+    try:
+        return bool(hold.holds())
+    except (OSError, PyramidError):
+        return True
 
 
 def _undo(store: Store) -> None:

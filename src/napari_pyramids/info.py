@@ -4,20 +4,31 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from .datasets import Dataset, DatasetImage, find_images, label_names, labels_out_of_step
 from .errors import PyramidError
 from .images import open_image
 from .ome.image import OmeZarrImage, read_array_info
+from .storage import Store
+from .untrusted import URL_SCHEME
 
 
 def _numbers(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:g}" for v in values) + ")"
 
 
-def describe_path(zarrurl: str | os.PathLike[str]) -> str:
+def describe_path(
+    zarrurl: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> str:
     """An image's levels (:func:`describe_image`), or, for a plate, a well, a collection or
-    a folder, what it is and each of its images with its levels and labels."""
+    a folder, what it is and each of its images with its levels and labels.
+
+    A URL is described as one image: datasets are found on local paths only.
+    """
+    if isinstance(zarrurl, str) and URL_SCHEME.match(zarrurl):
+        return describe_image(zarrurl, storage_options)
     dataset = find_images(zarrurl)
     if dataset.is_one_image:
         return describe_image(zarrurl)
@@ -42,7 +53,7 @@ def describe_dataset(dataset: Dataset) -> str:
 
 
 def _image_line(
-    entry: DatasetImage, path: os.PathLike[str], label: str | None = None
+    entry: DatasetImage, path: os.PathLike[str] | Store, label: str | None = None
 ) -> tuple[str, OmeZarrImage | None]:
     name = entry.label_name(label) if label is not None else entry.name
     if entry.problem is not None and label is None:
@@ -60,10 +71,12 @@ def _image_line(
     )
 
 
-def describe_image(zarrurl: str | os.PathLike[str]) -> str:
+def describe_image(
+    zarrurl: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> str:
     """One line per level (path, shape, chunks and shards, scale, translation, codec), then
     one per interrupted build still waiting to be rolled back, then the label images."""
-    image = open_image(zarrurl)
+    image = open_image(zarrurl, storage_options)
     axes = ", ".join(a.name + (f" [{a.unit}]" if a.unit else "") for a in image.axes)
     kind = "labels" if image.is_label else "image"
     lines = [
@@ -100,7 +113,12 @@ def _labels_lines(image: OmeZarrImage) -> list[str]:
     if not image.is_label:
         entry = DatasetImage(image.root, ".", label_names(image.store)[0])
         for label in entry.labels:
-            lines.append(_image_line(entry, entry.label_path(label), label)[0])
+            # Through the image's store: a URL's label images need its storage options.
+            try:
+                where: os.PathLike[str] | Store = image.store.child(f"labels/{label}")
+            except PyramidError:
+                where = entry.label_path(label)  # _image_line names the problem
+            lines.append(_image_line(entry, where, label)[0])
     for mismatch in labels_out_of_step(image):
         lines.append(f"  out of step: {mismatch.message}")
     return lines

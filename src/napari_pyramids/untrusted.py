@@ -45,7 +45,7 @@ MAX_PARENT_GROUPS = 6
 # The files zarr v2 and v3 keep beside chunks.
 ZARR_METADATA_NAMES = frozenset({".zarray", ".zattrs", ".zgroup", "zarr.json"})
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _FORBIDDEN_CHARS = re.compile(r"[\\:\x00-\x1f\x7f]")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -64,7 +64,7 @@ def check_image_path(zarrurl: str | os.PathLike[str]) -> Path:
     text = os.fspath(zarrurl)
     if isinstance(text, bytes):
         raise PyramidError("zarrurl must be a text path, not bytes")
-    if _URL.match(text):
+    if URL_SCHEME.match(text):
         raise PyramidError(
             f"{text!r} is not a local path: pyramids are built in place on a local or mounted "
             "filesystem; copy the image locally (or mount it) and pass that path"
@@ -137,7 +137,7 @@ def path_problem(path: str) -> str | None:
         problem = "has leading or trailing spaces"
     elif path.startswith("/"):
         problem = "is absolute"
-    elif _URL.match(path):
+    elif URL_SCHEME.match(path):
         problem = "is a URL"
     elif _FORBIDDEN_CHARS.search(path):
         problem = "contains a backslash, colon or control character"

@@ -25,7 +25,7 @@ import dask.array as da
 from ..errors import PyramidError
 from ..images import open_image
 from ..ome.image import OmeZarrImage, read_array_info
-from ..storage import LocalStore, open_level
+from ..storage import UrlPath, open_level
 from ..untrusted import check_level_path, finite_number
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -81,7 +81,7 @@ def layer_data(path: str | os.PathLike[str]) -> list[LayerData]:
     if image.is_label:
         return [labels_layer(image, levels)]
     layers = image_layers(image, levels)
-    for label_root in label_image_paths(image.root):
+    for label_root in label_image_paths(image):
         try:
             label = open_image(label_root)
             layers.append(labels_layer(label, open_levels(label)))
@@ -172,15 +172,14 @@ def display_name(image: OmeZarrImage) -> str:
     return folder
 
 
-def label_image_paths(root: Path) -> list[Path]:
-    """The label images listed by ``root/labels`` (NGFF ``labels`` list), safe names only."""
-    folder = root / "labels"
-    if not folder.is_dir():
-        return []
+def label_image_paths(image: OmeZarrImage) -> list[Path | UrlPath]:
+    """The label images listed by the image's ``labels`` group (NGFF ``labels`` list), safe
+    names only; paths, or URLs for an image in an object store."""
+    folder = image.root / "labels"
     names: Any = None
     for doc_name in ("zarr.json", ".zattrs"):
         try:
-            doc = LocalStore(folder).read_json(doc_name, "labels group metadata")
+            doc = image.store.read_json(f"labels/{doc_name}", "labels group metadata")
         except PyramidError as exc:
             warnings.warn(f"labels skipped: {exc}", stacklevel=3)
             return []
@@ -221,7 +220,7 @@ def image_path_of(
     image = open_image(source_path)
     if is_labels and not image.is_label:
         wanted = name.rstrip("/").split("/")[-1]
-        for label_root in label_image_paths(image.root):
+        for label_root in label_image_paths(image):
             if label_root.name == wanted:
                 return open_image(label_root).root
         raise PyramidError(f"a labels layer whose label image in {image.root} is unknown")

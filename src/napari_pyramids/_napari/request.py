@@ -18,6 +18,11 @@ from ..options import BuildOptions
 from ..pyramid.methods import default_method
 from ..pyramid.plan import PyramidPlan, auto_num_levels, level_factors, plan_pyramid
 
+SAVE_A_COPY = (
+    "To keep a copy with its pyramid, select its layers and use File > Save Selected "
+    "Layers... with the writer 'OME-Zarr with pyramid'."
+)
+
 
 def default_request(image: OmeZarrImage) -> BuildOptions:
     """Sensible starting values: levels down to about 256 px, mode for labels, level 0 chunks."""
@@ -63,6 +68,11 @@ def plan_request(image: OmeZarrImage, options: BuildOptions) -> PyramidPlan:
     PyramidError
         With one sentence naming the problem and the control that fixes it.
     """
+    try:
+        image.store.check_writable()
+    except PyramidError as exc:
+        # An image read over HTTP, say: it can still be saved elsewhere with its pyramid.
+        raise PyramidError(f"{exc} {SAVE_A_COPY}") from None
     check_existing_pyramid(image, options)
     plan = plan_pyramid(image, options)
     if not plan.new_levels:

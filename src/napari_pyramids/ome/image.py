@@ -23,7 +23,7 @@ from .format import Format, _int_list, _member, format_of
 from .structure import holds_array, not_an_image
 
 if TYPE_CHECKING:
-    from ..storage.store import Store
+    from ..storage.store import Store, UrlPath
 
 # Above this many voxels a shape is not an image anyone acquired but broken metadata
 # (2**48 voxels is 512 TiB of uint16).
@@ -91,9 +91,12 @@ class ArrayInfo:
 
 @dataclass(frozen=True)
 class OmeZarrImage:
-    """An image group: its metadata document, axes, level paths and level 0."""
+    """An image group: its metadata document, axes, level paths and level 0.
 
-    root: Path
+    ``root`` is where the group is: a local path, or a URL that joins like one.
+    """
+
+    root: Path | UrlPath
     store: Store = field(repr=False, compare=False)
     zarr_format: int
     ngff_version: str
@@ -183,7 +186,7 @@ def read_image(store: Store) -> OmeZarrImage:
         If the folder is not a zarr group, its metadata is malformed, or level 0 is missing
         or unsupported.
     """
-    root = Path(store.describe())
+    root = store.location()
     zarr_format, metadata_file, document = _read_group_document(store, root)
     fmt = format_of(zarr_format)
     attrs = fmt.attributes(document)
@@ -256,7 +259,7 @@ def default_axes(ndim: int) -> tuple[Axis, ...]:
     return tuple(Axis(name, _AXIS_TYPES[name]) for name in _DEFAULT_AXES[ndim])
 
 
-def _read_group_document(store: Store, root: Path) -> tuple[int, str, dict[str, Any]]:
+def _read_group_document(store: Store, root: Path | UrlPath) -> tuple[int, str, dict[str, Any]]:
     v3 = store.read_json("zarr.json", "group metadata")
     if v3 is not None:
         if not isinstance(v3, dict):
@@ -296,7 +299,7 @@ def _read_group_document(store: Store, root: Path) -> tuple[int, str, dict[str, 
 
 
 def _first_multiscale(
-    root: Path, metadata_file: str, ome: dict[str, Any], zarr_format: int
+    root: Path | UrlPath, metadata_file: str, ome: dict[str, Any], zarr_format: int
 ) -> tuple[dict[str, Any], str]:
     where = f"{root / metadata_file}"
     multiscales = ome["multiscales"]
@@ -330,7 +333,7 @@ def _number_list(value: Any, where: str, positive: bool) -> tuple[float, ...]:
 
 
 def _datasets(
-    root: Path, multiscale: dict[str, Any]
+    root: Path | UrlPath, multiscale: dict[str, Any]
 ) -> tuple[tuple[str, ...], tuple[tuple[float, ...], ...], tuple[float, ...] | None]:
     datasets = multiscale.get("datasets")
     if not isinstance(datasets, list) or not datasets:
@@ -374,7 +377,7 @@ def _datasets(
     return tuple(paths), tuple(scales), translation0
 
 
-def _axes(root: Path, axes_json: Any, ndim: int) -> tuple[Axis, ...]:
+def _axes(root: Path | UrlPath, axes_json: Any, ndim: int) -> tuple[Axis, ...]:
     where = f"{root}: multiscales[0].axes"
     if axes_json is None:
         raise PyramidError(
@@ -425,7 +428,7 @@ def _is_label(store: Store, ome: dict[str, Any]) -> bool:
 
 def read_array_info(store: Store, rel: str, zarr_format: int) -> ArrayInfo:
     """Parse the metadata document of array ``rel`` of a group, checking it strictly."""
-    root = Path(store.describe())
+    root = store.location()
     folder = root / rel
     found = store.array_format(rel)
     if found is None:

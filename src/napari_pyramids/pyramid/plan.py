@@ -408,6 +408,20 @@ def plan_stages(
     return tuple(stages)
 
 
+def _stages_for_workers(
+    levels: Sequence[LevelPlan], method: str, budget: int, least: int, wanted: int
+) -> tuple[tuple[Stage, ...], int]:
+    """The stages for ``wanted`` workers, or for fewer (down to ``least``) if the budget
+    cannot give each its share; and the workers they were planned for."""
+    while True:
+        try:
+            return plan_stages(levels, method, budget, wanted), wanted
+        except PyramidError:
+            if wanted <= least:
+                raise
+            wanted = max(least, wanted // 2)
+
+
 def plan_pyramid(
     image: OmeZarrImage, options: BuildOptions | None = None, **params: Any
 ) -> PyramidPlan:
@@ -437,6 +451,9 @@ def plan_pyramid(
     _check_open_array_kwargs(image, kwargs)
     budget = options.memory_budget
     workers = options.workers if options.workers is not None else cpu_count()
+    # Requests to an object store wait on the network, not on a core: run more blocks at
+    # once there (each still within its share of the budget; fewer if the budget is short).
+    wanted = max(workers, image.store.concurrent_tasks) if options.workers is None else workers
 
     level0 = image.level0
     image.store.check_write_target(image.metadata_file, "group metadata", folder=False)
@@ -485,7 +502,9 @@ def plan_pyramid(
             )
         )
     _check_units_fit(levels, budget)
-    stages = plan_stages(levels, method.name, budget, workers) if len(levels) > 1 else ()
+    stages: tuple[Stage, ...] = ()
+    if len(levels) > 1:
+        stages, workers = _stages_for_workers(levels, method.name, budget, workers, wanted)
     provenance = {
         "method": method.name,
         "num_levels": len(levels),

@@ -9,8 +9,11 @@ from .arrays import LevelArray, check_zarr_reads, open_level, open_level_array
 from .store import (
     BuildTransaction,
     ConsolidatedEdit,
+    ImageChanges,
     LocalStore,
+    NewLevel,
     Store,
+    UrlPath,
     encode_json,
     open_store,
 )
@@ -18,9 +21,12 @@ from .store import (
 __all__ = [
     "BuildTransaction",
     "ConsolidatedEdit",
+    "ImageChanges",
     "LevelArray",
     "LocalStore",
+    "NewLevel",
     "Store",
+    "UrlPath",
     "check_zarr_reads",
     "encode_json",
     "open_level",

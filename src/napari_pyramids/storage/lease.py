@@ -71,6 +71,7 @@ class LeaseLock:
         self.busy_message = busy_message
         self.seconds = seconds
         self._held: bytes | None = None
+        self._renewed = 0.0  # time.monotonic() of the last write of our lease
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self._guard = threading.Lock()
@@ -111,6 +112,7 @@ class LeaseLock:
         else:
             raise ImageBusyError(self.busy_message.format(holder="holder unknown"))
         self._held = record
+        self._renewed = time.monotonic()
         self._stop.clear()
         self._renewer = threading.Thread(
             target=self._renew, name=f"lease {self.build_id}", daemon=True
@@ -128,6 +130,16 @@ class LeaseLock:
                 with contextlib.suppress(OSError):
                     if self.store.renew(self._held, record):
                         self._held = record
+                        self._renewed = time.monotonic()
+
+    def fresh(self) -> bool:
+        """Whether the lease was renewed recently enough that no one can have taken it over.
+
+        Costs no request, so a writer can ask before every write: a process stopped past
+        the lease's expiry (suspended, say) finds out when it resumes, before its next write
+        lands in what a later build may have published meanwhile.
+        """
+        return self._held is not None and time.monotonic() - self._renewed < self.seconds * 0.75
 
     def holds(self) -> bool:
         """Whether the lease is still ours (checked before anything becomes visible)."""

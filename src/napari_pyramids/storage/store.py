@@ -1,11 +1,12 @@
-"""The storage seam: the keys of one image, on a local disk or (next) an object store.
+"""The storage seam: the keys of one image, on a local disk or in an object store.
 
 Everything above this module (the format parser, the planner, the engine, the preview) reads
 and writes an image through a :class:`Store`: keys relative to the image group, joined with
 ``/`` as zarr names them. A store knows how to fetch a key without trusting it (a chunk file
 linked to ``/dev/zero`` or a FIFO, a sparse file of gigabytes), how to write one, and what
 the keys' names are for a person (a path or a URL). Where the image's bytes live is decided
-once, by :func:`open_store`.
+once, by :func:`open_store`: a local path gives a :class:`LocalStore`, a URL (``s3://``,
+``gs://``, ``https://``) an :class:`~.objectstore.ObjectStore`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..errors import PyramidError
 from ..ome.consolidated import Patch
 from ..untrusted import (
     MAX_JSON_BYTES,
+    URL_SCHEME,
     check_image_path,
     check_no_links,
     check_regular_file_for_write,
@@ -51,8 +53,17 @@ class OversizedError(PyramidError):
         self.where, self.size, self.limit = where, size, limit
 
 
+class StorageUnavailable(PyramidError):  # noqa: N818 - a state, like ImageBusyError's
+    """The storage itself refused (credentials, permission, no such bucket, unreachable):
+    the message names the image and the fix, whatever key was being read."""
+
+
 class Store(abc.ABC):
     """The keys of one image group: what the engine, planner and preview read and write."""
+
+    # Block tasks worth running at once to keep this storage busy, when more than the
+    # CPU cores (whose count is the default): requests that wait on a network need no core.
+    concurrent_tasks: int = 0
 
     @abc.abstractmethod
     def describe(self, key: str = "") -> str:
@@ -100,6 +111,10 @@ class Store(abc.ABC):
         """The image group's own name (the last component of its path or URL)."""
 
     @abc.abstractmethod
+    def location(self) -> Path | UrlPath:
+        """Where the image group is, joinable like a path (``location / "labels"``)."""
+
+    @abc.abstractmethod
     def child(self, rel: str) -> Store:
         """The store of the group at ``rel`` inside this one (a plate's well, a well's field).
 
@@ -115,6 +130,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def zarr_store(self, prefix: str, read_only: bool, max_file_bytes: int | None = None) -> Any:
         """A zarr-python store of the array at ``prefix``, for layouts read through zarr."""
+
+    def check_writable(self) -> None:
+        """Refuse at once a storage no build can write (HTTP), before any request."""
+        return None  # a disk says so on the first write, in one sentence (storage_error)
 
     @abc.abstractmethod
     def check_write_target(self, key: str, what: str, folder: bool) -> None:
@@ -141,7 +160,7 @@ class Store(abc.ABC):
         """Names of what interrupted builds left, for ``info``."""
 
     @abc.abstractmethod
-    def begin_build(self, build_id: str, metadata_file: str) -> BuildTransaction:
+    def begin_build(self, build_id: str, changes: ImageChanges) -> BuildTransaction:
         """A new build's transaction: where its levels are written, and how they publish."""
 
     @abc.abstractmethod
@@ -157,6 +176,8 @@ class Store(abc.ABC):
                 f"{what}: {self.describe(key)} holds more than {max_bytes} bytes, more than "
                 "any zarr metadata document; remove the extra content or restore the file"
             ) from None
+        except StorageUnavailable:
+            raise
         except PyramidError as exc:
             raise PyramidError(f"{what}: {exc}") from None
         if raw is None:
@@ -180,6 +201,35 @@ class ImageHold(Protocol):
 
     def holds(self) -> bool:
         """Whether the image is still ours: a lease can expire under a stopped process."""
+
+
+@dataclass(frozen=True)
+class NewLevel:
+    """A level a build adds: its index in the pyramid, its path, its array metadata."""
+
+    index: int
+    path: str
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ImageChanges:
+    """Everything a build changes in an image, decided before anything is written.
+
+    The transaction of each kind of store carries it out in its own order: on a disk new
+    levels are written in a hidden folder and renamed into place; on an object store they
+    are written under their final keys once nothing lists what they replace.
+    """
+
+    metadata_file: str
+    zarr_format: int
+    levels: Sequence[NewLevel]
+    aside: Sequence[str]  # existing levels the new ones replace or drop
+    intermediate: bytes | None  # the metadata listing level 0 alone, while levels change
+    final: bytes  # the metadata listing every level, written last
+    extra_files: Sequence[tuple[str, bytes]] = ()  # group metadata new level folders need
+    # consolidated metadata documents the publish keeps true at each step
+    consolidated: Sequence[ConsolidatedEdit] = ()
 
 
 @dataclass(frozen=True)
@@ -207,22 +257,14 @@ class BuildTransaction(abc.ABC):
         """Where new level ``index`` is written until it is published (a key of ``store``)."""
 
     @abc.abstractmethod
-    def create(self, documents: Sequence[tuple[int, dict[str, Any]]], zarr_format: int) -> None:
+    def create(self) -> None:
         """Start the build and write each new level's array metadata document."""
 
     @abc.abstractmethod
-    def publish(
-        self,
-        new_levels: Sequence[tuple[int, str]],
-        aside: Sequence[str],
-        intermediate: bytes | None,
-        final: bytes,
-        extra_files: Sequence[tuple[str, bytes]] = (),
-        consolidated: Sequence[ConsolidatedEdit] = (),
-    ) -> None:
+    def publish(self) -> None:
         """Make the new levels listed: old ones (``aside``) out, new ones in, metadata last;
-        the consolidated metadata documents follow each step (see :class:`ConsolidatedEdit`).
-        """
+        the consolidated metadata documents follow each step (``changes.consolidated``, see
+        :class:`ConsolidatedEdit`)."""
 
     @abc.abstractmethod
     def finish(self) -> None:
@@ -237,6 +279,19 @@ def encode_json(document: Any, indent: int | None = 2) -> bytes:
 def join(*parts: str) -> str:
     """Keys joined with ``/``, empty parts skipped."""
     return "/".join(p for p in parts if p)
+
+
+class UrlPath(str):
+    """A URL that joins like a path in messages and lookups: ``url / "zarr.json"``."""
+
+    __slots__ = ()
+
+    def __truediv__(self, key: str) -> UrlPath:
+        return UrlPath(f"{self.rstrip('/')}/{key}")
+
+    @property
+    def name(self) -> str:
+        return self.rstrip("/").rsplit("/", 1)[-1]
 
 
 class LocalStore(Store):
@@ -340,6 +395,9 @@ class LocalStore(Store):
     def name(self) -> str:
         return self.root.name
 
+    def location(self) -> Path:
+        return self.root
+
     def child(self, rel: str) -> Store:
         return LocalStore(check_no_links(self.root, rel, "dataset member"))
 
@@ -400,10 +458,10 @@ class LocalStore(Store):
 
         return [folder.name for folder in leftover_builds(self.root)]
 
-    def begin_build(self, build_id: str, metadata_file: str) -> BuildTransaction:
+    def begin_build(self, build_id: str, changes: ImageChanges) -> BuildTransaction:
         from .transaction import BuildFolder
 
-        return BuildFolder(self, build_id, metadata_file)
+        return BuildFolder(self, build_id, changes)
 
     def write_error(self, exc: OSError) -> PyramidError:
         from .transaction import storage_error
@@ -411,6 +469,23 @@ class LocalStore(Store):
         return storage_error(exc, self.root)
 
 
-def open_store(zarrurl: str | os.PathLike[str]) -> Store:
-    """The store of the image group the user named: the one place that decides the kind."""
+def open_store(
+    zarrurl: str | os.PathLike[str] | Store, storage_options: Mapping[str, Any] | None = None
+) -> Store:
+    """The store of the image group the user named: the one place that decides the kind.
+
+    A URL (``s3://``, ``gs://``, ``https://``) opens an object store configured from the
+    environment (``AWS_*``) and ``storage_options``; anything else is a local path.
+    """
+    if isinstance(zarrurl, Store):
+        return zarrurl
+    if isinstance(zarrurl, str) and URL_SCHEME.match(zarrurl):
+        from .objectstore import open_object_store
+
+        return open_object_store(zarrurl, storage_options)
+    if storage_options:
+        raise PyramidError(
+            f"storage options {sorted(storage_options)} apply to URLs (s3://, gs://, "
+            f"https://), not to the local path {zarrurl!s}; drop them"
+        )
     return LocalStore(check_image_path(zarrurl))

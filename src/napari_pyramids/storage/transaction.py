@@ -77,7 +77,7 @@ from .localfs import (
     unlock_and_remove,
     write_at,
 )
-from .store import BuildTransaction, ConsolidatedEdit, LocalStore, encode_json
+from .store import BuildTransaction, ImageChanges, LocalStore, encode_json
 
 TOOL = "napari-pyramids"
 LOCK_NAME = ".napari-pyramids.lock"
@@ -310,11 +310,13 @@ class Journal:
 class BuildFolder(BuildTransaction):
     """The hidden folder of one build inside the image group, published by rename."""
 
-    def __init__(self, store: LocalStore, build_id: str, metadata_file: str) -> None:
+    def __init__(self, store: LocalStore, build_id: str, changes: ImageChanges) -> None:
         self.store = store
+        self.changes = changes
         self.root = root = store.root
         self.name = f"{BUILD_PREFIX}{build_id}"
         self.path = root / self.name
+        metadata_file = changes.metadata_file
         self.journal = Journal(build_id, metadata_file, read_bytes(root / metadata_file))
         # True once the final metadata is in place: from then on the build has happened.
         self.committed = False
@@ -325,14 +327,14 @@ class BuildFolder(BuildTransaction):
     def level_path(self, index: int) -> Path:
         return self.path / "levels" / str(index)
 
-    def create(self, documents: Sequence[tuple[int, dict[str, Any]]], zarr_format: int) -> None:
+    def create(self) -> None:
         os.mkdir(self.path)
         # The journal first: from here on the folder is recognisably ours (see recover).
         self.save()
         for name in SKELETON:
             os.mkdir(self.path / name)
-        for index, document in documents:
-            self.write_level_document(index, document, zarr_format)
+        for level in self.changes.levels:
+            self.write_level_document(level.index, level.document, self.changes.zarr_format)
 
     def save(self) -> None:
         atomic_write(self.path / JOURNAL, encode_json(self.journal.to_json()), self.path)
@@ -344,15 +346,7 @@ class BuildFolder(BuildTransaction):
         (folder / name).write_bytes(encode_json(document))
         return folder
 
-    def publish(
-        self,
-        new_levels: Sequence[tuple[int, str]],
-        aside: Sequence[str],
-        intermediate: bytes | None,
-        final: bytes,
-        extra_files: Sequence[tuple[str, bytes]] = (),
-        consolidated: Sequence[ConsolidatedEdit] = (),
-    ) -> None:
+    def publish(self) -> None:
         """Move old levels aside, rename new ones into place, then write the metadata.
 
         The journal lists every move before the first one happens; recovery undoes those
@@ -362,6 +356,11 @@ class BuildFolder(BuildTransaction):
         every level just before the metadata does, and those of groups above the image
         last (a failure there only warns: the image is built, and they list level 0 alone).
         """
+        changes = self.changes
+        new_levels = [(level.index, level.path) for level in changes.levels]
+        aside, extra_files = changes.aside, changes.extra_files
+        intermediate, final = changes.intermediate, changes.final
+        consolidated = changes.consolidated
         journal = self.journal
         journal.phase = "publishing"
         journal.intermediate, journal.final = intermediate, final

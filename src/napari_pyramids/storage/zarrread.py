@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.storage import LocalStore
+from zarr.storage import LocalStore, ObjectStore
 
 from ..errors import PyramidError
 from ..untrusted import MAX_ARRAY_JSON_BYTES, ZARR_METADATA_NAMES
@@ -60,6 +60,49 @@ class CheckedLocalStore(LocalStore):
         return await super().get_partial_values(prototype, key_ranges)
 
 
+class CheckedObjectStore(ObjectStore):
+    """zarr-python's store over obstore, refusing objects no honest chunk could be.
+
+    The size of an object is in the response headers, known before its body is fetched:
+    an oversized one is refused without being downloaded. There are no links, devices or
+    FIFOs in an object store, so nothing needs checking before a read (``_check``).
+    """
+
+    def __init__(
+        self, client: Any, *, read_only: bool, max_file_bytes: int | None, root: str
+    ) -> None:
+        super().__init__(client, read_only=read_only)
+        self.max_file_bytes = max_file_bytes
+        self.root = root
+
+    def _check(self, key: str) -> None:
+        return None
+
+    def with_read_only(self, read_only: bool = False) -> CheckedObjectStore:
+        return CheckedObjectStore(
+            self.store, read_only=read_only, max_file_bytes=self.max_file_bytes, root=self.root
+        )
+
+    async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+        if byte_range is not None:
+            return await super().get(key, prototype, byte_range)
+        import obstore
+
+        metadata = key.rsplit("/", 1)[-1] in ZARR_METADATA_NAMES
+        limit = MAX_ARRAY_JSON_BYTES if metadata else self.max_file_bytes
+        try:
+            response = await obstore.get_async(self.store, key)
+        except FileNotFoundError:
+            return None
+        size = response.meta["size"]
+        if limit is not None and size > limit:
+            raise PyramidError(
+                f"{self.root}/{key} is {size} bytes, more than any chunk of this array can "
+                f"take ({limit}); the object is corrupt or crafted. Restore it."
+            )
+        return prototype.buffer.from_bytes(await response.bytes_async())
+
+
 class CheckedArray:
     """A stored array, read-only, whose reads check chunk files first and fail in one line.
 
@@ -69,7 +112,7 @@ class CheckedArray:
     PyramidError naming the array instead of a codec's traceback.
     """
 
-    def __init__(self, array: zarr.Array, store: CheckedLocalStore) -> None:
+    def __init__(self, array: zarr.Array, store: CheckedLocalStore | CheckedObjectStore) -> None:
         self._array = array
         self._store = store
         self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
