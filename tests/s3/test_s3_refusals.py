@@ -198,3 +198,24 @@ def test_a_journal_never_removes_listed_levels_nor_unrecorded_arrays(
     assert JOURNAL not in after  # handled: nothing in it was removable
     del before[JOURNAL]
     assert after == before
+
+
+def test_consolidated_zarr_v2_image_is_refused_and_nothing_written(
+    tmp_path, rng, s3_server, bucket
+):
+    """A zarr v2 image's ``.zmetadata`` is a second document that object builds do not keep
+    in step: the build is refused in one line, before any object is written."""
+    import zarr
+
+    data = rng.integers(0, 255, size=(2, 64, 64), dtype=np.uint8)
+    local = write_image(tmp_path / "img.zarr", data, chunks=(1, 32, 32), axes="cyx")
+    zarr.consolidate_metadata(local)
+    assert (local / ".zmetadata").is_file()
+    client = s3_server.client()
+    upload(client, local, bucket, "v2c/img.zarr")
+    before = objects(client, bucket)
+
+    done = cli(["build", f"s3://{bucket}/v2c/img.zarr", "--levels", "3"], s3_server.env())
+
+    _one_line(done, "consolidated metadata of a zarr v2 image", "Nothing was written")
+    assert objects(client, bucket) == before
