@@ -2,7 +2,8 @@
 
 The library: :func:`build_pyramid` (keyword-compatible with fractal-tasks-core 1.x),
 :func:`build_dataset` (every image of a plate, well, collection or folder, with its labels),
-:func:`update_pyramid` (refresh what depends on changed level-0 data) and :func:`lazy_pyramid`; the napari reader, writer, sample data and widget are loaded by napari
+:func:`update_pyramid` (refresh what depends on changed level-0 data) and
+:func:`lazy_pyramid`; the napari reader, writer, sample data and widget are loaded by napari
 through ``napari.yaml`` from :mod:`napari_pyramids._napari`.
 """
 

@@ -616,10 +616,14 @@ def recover(root: Path) -> list[str]:
             os.unlink(entry.path)
             report.append(f"removed {entry.name} (a lease being renewed when its build died)")
     for entry in os.scandir(root):
-        if _UPDATE_FOLDER.match(entry.name) and entry.is_dir(follow_symlinks=False):
-            if _holds_only_temp_files(Path(entry.path)):
-                shutil.rmtree(entry.path)
-                report.append(f"removed {entry.name} (an interrupted update's unused copies)")
+        folder = Path(entry.path)
+        if (
+            _UPDATE_FOLDER.match(entry.name)
+            and entry.is_dir(follow_symlinks=False)
+            and _holds_only_temp_files(folder)
+        ):
+            shutil.rmtree(folder)
+            report.append(f"removed {entry.name} (an interrupted update's unused copies)")
     for folder in leftover_builds(root):
         if os.path.islink(folder) or not folder.is_dir():
             warnings.warn(f"{folder} is not a build folder of ours; left alone", stacklevel=2)
