@@ -307,6 +307,11 @@ def _in_place_problem(image: OmeZarrImage, plan: PyramidPlan, record: ChangeReco
         if {k: v for k, v in document.items() if k != "shape"} != {
             k: v for k, v in _normalized(level.document).items() if k != "shape"
         }:
+            if list(document.get("shape", [])) != list(level.shape):
+                return (
+                    f"level 0's shape changed, and with it the chunk layout of level "
+                    f"{level.path!r} (its chunks were clipped to its old shape)"
+                )
             return f"level {level.path!r} is not stored as the recorded options make it"
         if list(document.get("shape", [])) != list(level.shape):
             grown = True
