@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from faultkit import validate_ome
-from imaging import DEFAULT_AXES, file_hashes, level_paths, reference_pyramid, write_image
+from imaging import (
+    DEFAULT_AXES,
+    age_files,
+    file_hashes,
+    level_paths,
+    reference_pyramid,
+    write_image,
+)
 from napari_pyramids import PyramidError, build_pyramid, update_pyramid
 from napari_pyramids.cli import main
 from napari_pyramids.storage import LocalStore
@@ -31,15 +37,6 @@ METHODS = ["mean", "median", "min", "max", "mode", "nearest"]
 DTYPES = ["uint8", "uint16", "int32", "float32"]
 MAX_VOXELS = 4000
 RECORD = ".napari-pyramids-record.json"
-
-
-def age_files(root: Path, seconds: float = 3600) -> None:
-    """Date every file of the image an hour back: the record then holds plain timestamps
-    (no racily-clean unit compared by content), as for any image not written just now."""
-    past = time.time_ns() - int(seconds * 1e9)
-    for folder, _, files in os.walk(root):
-        for name in files:
-            os.utime(os.path.join(folder, name), ns=(past, past))
 
 
 def levels_state(root: Path) -> dict[str, tuple[int, int]]:
