@@ -33,7 +33,12 @@ sys.path.insert(0, str(HERE))
 import workload as wl  # noqa: E402
 
 CLI = [sys.executable, "-m", "napari_pyramids.cli"]
-EDIT = (0, 0, slice(1000, 1300), slice(2000, 2300))
+
+
+def edit_region(n: int) -> tuple:
+    """A 300 x 300 patch, not aligned to chunks, inside an n x n plane."""
+    x = n // 2 + 76
+    return (0, 0, slice(1000, 1300), slice(x, x + 300))
 
 
 def timed(command: list[str]) -> float:
@@ -42,11 +47,11 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def check_level1(root: Path) -> None:
+def check_level1(root: Path, edit: tuple) -> None:
     """Level 1 over the edit equals numpy's mean of level 0, rounded half to even."""
     import zarr
 
-    c, z, ys, xs = EDIT
+    c, z, ys, xs = edit
     y0, y1, x0, x1 = ys.start // 2, ys.stop // 2, xs.start // 2, xs.stop // 2
     source = zarr.open_array(root / "0", mode="r")[c, z, 2 * y0 : 2 * y1, 2 * x0 : 2 * x1]
     windows = source.reshape(y1 - y0, 2, x1 - x0, 2).astype(np.float64).mean(axis=(1, 3))
@@ -63,9 +68,10 @@ def one_run(image: Path, scratch: Path, rng: np.random.Generator) -> dict[str, f
     times = {"build": timed([*CLI, "build", str(copy), "--levels", "4", "--quiet"])}
     times["unchanged"] = timed([*CLI, "update", str(copy), "--quiet"])
     level0 = zarr.open_array(copy / "0", mode="r+")
-    level0[EDIT] = rng.integers(0, 4000, size=(300, 300), dtype=np.uint16)
+    edit = edit_region(level0.shape[-1])
+    level0[edit] = rng.integers(0, 4000, size=(300, 300), dtype=np.uint16)
     times["edit"] = timed([*CLI, "update", str(copy), "--quiet"])
-    check_level1(copy)
+    check_level1(copy, edit)
     times["startup"] = timed(
         [sys.executable, "-c", "import napari_pyramids.cli, napari_pyramids.update"]
     )
