@@ -20,6 +20,7 @@ import zarr
 
 AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 DEFAULT_AXES = {2: "yx", 3: "zyx", 4: "czyx", 5: "tczyx"}
+CHANGE_RECORD = ".napari-pyramids-record.json"
 
 
 def write_image(
@@ -182,6 +183,9 @@ def tree_snapshot(root: Path) -> dict[str, str]:
         for name in sorted(dirs + files):
             full = Path(folder) / name
             rel = str(full.relative_to(root.parent))
+            if name == CHANGE_RECORD:
+                # Stamps of when and where it was made, not image content: a cache.
+                continue
             if full.is_symlink():
                 snapshot[rel] = "link:" + os.readlink(full)
             elif full.is_file():

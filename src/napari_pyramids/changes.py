@@ -18,7 +18,11 @@ Hashing every unit instead would be robust to any copy but reads all of level 0:
 build's worth of I/O to find that nothing changed. The record is a hidden key (readers and
 ``ome-zarr-models`` look only at zarr metadata documents; zarr lists only folders holding
 one), small (a few dozen bytes per unit), and untrusted like any file of the image: a
-malformed one is ignored with a warning and the update recomputes every level.
+malformed one is ignored with a warning and the update recomputes every level. It is
+written after the metadata that lists the levels, so a build rolled back keeps the old
+record with the old levels; a build killed between the two leaves an older record, which
+only makes the next update recompute units it need not (when the options are the same) or
+rebuild in full (when they differ from the metadata's provenance).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .changes import RECORD_KEY, record_of_build
+from .changes import record_of_build
 from .documents import publish_documents
 from .errors import BuildCancelled, ImageBusyError, PyramidError
 from .images import open_image
@@ -296,9 +296,6 @@ def iter_build(
                     "past the lease's expiry and another build took over); nothing was published. "
                     "Run again once that build is done."
                 )
-            # The old record describes the old levels: gone before any of them is replaced.
-            if store.is_file(RECORD_KEY):
-                store.delete(RECORD_KEY)
             transaction.publish()
         except OSError as exc:
             raise store.write_error(exc) from exc
