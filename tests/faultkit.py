@@ -152,7 +152,11 @@ class Expected:
 
 
 def hidden_leftovers(root: Path) -> list[str]:
-    return sorted(n for n in os.listdir(root) if n.startswith(".napari-pyramids"))
+    return sorted(
+        n
+        for n in os.listdir(root)
+        if (n.startswith(".napari-pyramids") and n != ".napari-pyramids-record.json")
+    )
 
 
 # --------------------------------------------------------------------------- children
@@ -513,3 +517,20 @@ def child_dataset_build(root: str, params: dict[str, Any], conn: Any) -> None:
     conn.send(("start", time.monotonic()))
     report = build_dataset(root, progress=progress, **params)
     conn.send(("end", report.ok))
+
+
+def child_update(root: str, kill_at: int | None, conn: Any) -> None:
+    """Run ``iter_update``, counting the store module's filesystem changes (kill at one)."""
+    from napari_pyramids.storage import transaction as store
+    from napari_pyramids.update import iter_update
+
+    steps = Steps(kill_at)
+    steps.install(store)
+    conn.send(("start", time.monotonic()))
+    gen = iter_update(root, workers=2)
+    try:
+        while True:
+            progress = next(gen)
+            conn.send((progress.phase, time.monotonic(), progress.done))
+    except StopIteration as stop:
+        conn.send(("end", stop.value.status, steps.count))

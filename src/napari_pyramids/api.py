@@ -15,6 +15,7 @@ from .images import open_image
 from .ome.image import OmeZarrImage
 from .options import BuildOptions
 from .pyramid.plan import PyramidPlan, choose_method, level_factors, level_shapes, num_levels_for
+from .update import UpdateReport, iter_update, run_update
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -144,6 +145,68 @@ def build_pyramid(
     plan = run_build(build, progress=progress, cancel=cancel)
     warn_labels_out_of_step(plan.image.store)
     return plan
+
+
+def update_pyramid(
+    *,
+    zarrurl: str | os.PathLike[str],
+    regions: Sequence[tuple[slice, ...]] | None = None,
+    memory_budget: int | str | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: Callable[[], bool] | Any | None = None,
+    scheduler: str | None = None,
+    executor: Executor | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> UpdateReport:
+    """Refresh the levels of a built pyramid after level 0 changed, and nothing else.
+
+    Recomputes only the write units (chunks, or shards) of levels 1..n whose level-0 window
+    holds changed data, with the options the pyramid was built with; the result is what a
+    full rebuild would write, byte for byte. Level 0 is never written.
+
+    Parameters
+    ----------
+    zarrurl
+        The image group (path or URL), as for :func:`build_pyramid`.
+    regions
+        Level-0 regions the caller changed, each a tuple of slices (one per axis, step 1;
+        ``None`` bounds allowed), e.g. ``[(slice(0, 1), slice(100, 400), slice(50, 350))]``.
+        None (default): found from the change record the build left with the image
+        (``.napari-pyramids-record.json``: each level-0 chunk's size and modification time,
+        or ETag). Changes outside the given regions are left for a later update to find.
+    memory_budget, workers, progress, cancel, scheduler, executor, storage_options
+        As for :func:`build_pyramid`; ``progress(done, total)`` counts the units rewritten.
+
+    Returns
+    -------
+    UpdateReport
+        ``status`` "unchanged" (nothing written), "updated" (``written`` units per level) or
+        "rebuilt" (levels 1..n recomputed in full, for the reason in ``note``: an image with
+        no change record matching its levels, e.g. built by an older version, or whose
+        chunk layout changes with level 0's new shape).
+
+    Raises
+    ------
+    PyramidError
+        For an image without a pyramid, one not built by napari-pyramids, or a malformed
+        region; nothing is written.
+    ImageBusyError
+        If a build or update of the same image is running.
+    BuildCancelled
+        If ``cancel`` stopped it: every level is readable, each unit old or new, and the
+        next update finishes the work.
+    """
+    gen = iter_update(
+        zarrurl,
+        regions,
+        memory_budget=memory_budget,
+        workers=workers,
+        executor=executor,
+        scheduler=scheduler,
+        storage_options=storage_options,
+    )
+    return run_update(gen, progress=progress, cancel=cancel)
 
 
 def warn_labels_out_of_step(

@@ -106,6 +106,24 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_storage_options(build)
 
+    update = commands.add_parser(
+        "update",
+        help="recompute only the parts of the levels that depend on level-0 data changed since "
+        "the build (of an image, or of every image of a plate, well, collection or folder)",
+    )
+    update.add_argument(
+        "zarrurl", help="path or URL (s3://, gs://) of an OME-Zarr image group with a pyramid; "
+        "a local path may also be a plate, well, collection or folder",
+    )  # fmt: skip
+    update.add_argument("--memory", default=None, help="memory budget, e.g. 512MiB (256MiB)")
+    update.add_argument("--workers", type=int, default=None, help="parallel blocks (CPU cores)")
+    update.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help="run the blocks on a dask.distributed scheduler, e.g. tcp://10.0.0.1:8786",
+    )  # fmt: skip
+    update.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_storage_options(update)
+
     info = commands.add_parser(
         "info", help="print the levels of an image, or the images of a plate, well or folder"
     )
@@ -344,7 +362,66 @@ def _gui(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"build": _build, "info": _info, "sample": _sample, "gui": _gui}
+def _update(args: argparse.Namespace) -> int:
+    """Every image the path holds (with its label images), one line each."""
+    from .datasets import find_images
+    from .storage import open_store
+    from .untrusted import URL_SCHEME
+
+    storage_options = dict(args.storage_option)
+    if URL_SCHEME.match(args.zarrurl):
+        targets: list[tuple[str, Any]] = [(args.zarrurl, args.zarrurl)]
+    else:
+        if storage_options:
+            open_store(args.zarrurl, storage_options)  # refuses storage options on a path
+        dataset = find_images(args.zarrurl)
+        targets = []
+        for image in dataset.images:
+            targets.append((image.name, image.path))
+            targets += [(image.label_name(n), image.label_path(n)) for n in image.labels]
+    status = 0
+    for name, path in targets:
+        try:
+            report = _update_image(args, path, storage_options)
+        except PyramidError as exc:
+            if len(targets) == 1:
+                raise
+            print(f"{name}: refused: {visible_text(str(exc))}", file=sys.stderr)
+            status = max(status, EXIT_BAD_INPUT)
+            continue
+        print(visible_text(report.describe()))
+    return status
+
+
+def _update_image(args: argparse.Namespace, path: Any, storage_options: dict[str, str]) -> Any:
+    from tqdm import tqdm
+
+    from .update import iter_update
+
+    gen = iter_update(
+        path,
+        memory_budget=args.memory,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        storage_options=storage_options or None,
+    )
+    bar = None
+    try:
+        while True:
+            step = next(gen)
+            if bar is None and not args.quiet and step.total:
+                bar = tqdm(total=step.total, unit="unit", desc="updating", file=sys.stderr)
+            if bar is not None:
+                bar.update(step.done - bar.n)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        if bar is not None:
+            bar.close()
+        gen.close()
+
+
+_COMMANDS = {"build": _build, "update": _update, "info": _info, "sample": _sample, "gui": _gui}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,7 @@ import contextlib
 import sys
 import uuid
 import warnings
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .changes import record_of_build
 from .documents import publish_documents
 from .errors import BuildCancelled, ImageBusyError, PyramidError
 from .images import open_image
@@ -196,20 +197,26 @@ def make_executor(workers: int, scheduler: str | None = None) -> Iterator[Execut
 
 
 def run_tasks(
-    executor: Executor, tasks: list[BlockTask], in_flight: int
+    executor: Executor,
+    tasks: list[BlockTask],
+    in_flight: int,
+    blocks: Sequence[Sequence[int]] | None = None,
 ) -> Generator[int, None, None]:
     """Run every block of every stage, at most ``in_flight`` at once; yield after each block.
 
-    Closing the generator stops submitting, cancels what has not started and waits for the
-    blocks already running, so nothing writes into the build folder once it returns.
+    ``blocks`` restricts each stage to the block numbers listed for it (an update runs only
+    the blocks whose write units depend on changed level-0 data). Closing the generator
+    stops submitting, cancels what has not started and waits for the blocks already
+    running, so nothing writes into the build folder once it returns.
     """
-    for task in tasks:
+    for number, task in enumerate(tasks):
+        todo = range(task.stage.n_blocks) if blocks is None else blocks[number]
         pending: set[Future[int]] = set()
         submitted = 0
         try:
-            while submitted < task.stage.n_blocks or pending:
-                while submitted < task.stage.n_blocks and len(pending) < in_flight:
-                    pending.add(executor.submit(run_block, task, submitted))
+            while submitted < len(todo) or pending:
+                while submitted < len(todo) and len(pending) < in_flight:
+                    pending.add(executor.submit(run_block, task, todo[submitted]))
                     submitted += 1
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -265,6 +272,8 @@ def iter_build(
         aside = [*plan.replaced, *(p for p in plan.dropped if store.exists(p))]
         _check_level0_untouched(plan, aside)
         documents = publish_documents(plan, aside)
+        # Level 0 as it is before the build reads it: a later change shows in the record.
+        record = record_of_build(plan, options)
         changes = ImageChanges(
             metadata_file=plan.image.metadata_file,
             zarr_format=plan.image.zarr_format,
@@ -274,6 +283,7 @@ def iter_build(
             final=documents.final,
             extra_files=documents.extra_files,
             consolidated=documents.consolidated,
+            record=record,
         )
         transaction = store.begin_build(build_id, changes)
         try:

@@ -299,7 +299,11 @@ def test_overwrite_replaces_and_drops_levels(tmp_path, rng, zarr_format):
     assert not (path / "2").exists()
     assert not (path / "3").exists()
     np.testing.assert_array_equal(stored(path), reference_pyramid(data, (1, 2, 2), 2, "min")[1])
-    assert not [p for p in path.iterdir() if p.name.startswith(".napari-pyramids")]
+    assert not [
+        p
+        for p in path.iterdir()
+        if (p.name.startswith(".napari-pyramids") and p.name != ".napari-pyramids-record.json")
+    ]
 
 
 def test_progress_is_reported_per_block(tmp_path, rng, monkeypatch):

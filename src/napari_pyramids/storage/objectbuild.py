@@ -219,6 +219,15 @@ class ObjectBuild(BuildTransaction):
         # One PUT: readers see the old document or the new one, never a part.
         self.store.set(self.changes.metadata_file, self.changes.final)
         self.committed = True
+        if self.changes.record is not None:
+            try:
+                self.store.set(*self.changes.record)
+            except PyramidError as exc:
+                warnings.warn(
+                    f"{self.base.url}: the pyramid is built but its change record could not be "
+                    f"written ({exc}); the next update recomputes every level",
+                    stacklevel=3,
+                )
 
     def finish(self) -> None:
         try:

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from ..errors import PyramidError
@@ -284,6 +284,29 @@ class ObjectStore(Store):
                     yield meta["path"], meta["size"]
         except Exception as exc:
             raise self.failure(exc, prefix) from None
+
+    def stamps(self, prefix: str) -> Iterator[tuple[str, int, str]]:
+        import obstore
+
+        if self.kind == "http":
+            return
+        try:
+            for batch in obstore.list(self.client, prefix or None, chunk_size=1000):
+                for meta in batch:
+                    # The ETag changes with every PUT (for a single-part upload it is the
+                    # MD5 of the bytes); servers without one give the modification time.
+                    stamp = meta.get("e_tag") or f"t{meta.get('last_modified')}"
+                    yield meta["path"], meta["size"], f"e{stamp}"
+        except Exception as exc:
+            raise self.failure(exc, prefix) from None
+
+    def unit_writer(self, update_id: str, protected: str) -> Store:
+        from .store import ProtectedStore
+
+        # One PUT replaces an object whole; every write first checks the lease is ours.
+        hold = self.held(update_id)
+        store = self.guarded(hold.check_fresh) if hold is not None else self
+        return cast(Store, ProtectedStore(store, protected))
 
     def top_level(self, prefix: str = "") -> tuple[list[str], list[str]]:
         """(object names, folder names) directly under ``prefix``, in one request."""

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..errors import PyramidError
 from ..ome.consolidated import Patch
@@ -33,6 +33,8 @@ from ..untrusted import (
     parse_json,
 )
 
+# The hidden folder where an update writes each new write unit before renaming it in.
+UPDATE_PREFIX = ".napari-pyramids-update-"
 # The files zarr v2 and v3 keep for arrays, by zarr format.
 ARRAY_METADATA = {2: ".zarray", 3: "zarr.json"}
 # Never block on a FIFO, never leak the descriptor into a child, never translate newlines
@@ -92,6 +94,23 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def objects(self, prefix: str) -> Iterator[tuple[str, int]]:
         """(key, size) of the objects under ``prefix``, in key order; links not followed."""
+
+    def stamps(self, prefix: str) -> Iterator[tuple[str, int, str]]:
+        """(key, size, stamp) of the objects under ``prefix``: the stamp changes whenever an
+        object is written (a disk's modification time in ns, prefixed ``m``; an object
+        store's ETag, prefixed ``e``)."""
+        for key, size in self.objects(prefix):
+            yield key, size, ""
+
+    def unit_writer(self, update_id: str, protected: str) -> Store:
+        """This store for an update's writes of whole write units in listed levels: each
+        ``set`` replaces its key atomically (a reader sees the old bytes or the new), and
+        nothing under ``protected`` (level 0) is ever written."""
+        return cast(Store, ProtectedStore(self, protected))
+
+    def finish_units(self, update_id: str) -> None:
+        """Remove what :meth:`unit_writer` left once the update is over."""
+        return None
 
     @abc.abstractmethod
     def free_bytes(self) -> int | None:
@@ -230,6 +249,9 @@ class ImageChanges:
     extra_files: Sequence[tuple[str, bytes]] = ()  # group metadata new level folders need
     # consolidated metadata documents the publish keeps true at each step
     consolidated: Sequence[ConsolidatedEdit] = ()
+    # (key, bytes) of the change record of level 0 (``changes.py``), written once the final
+    # metadata is: a build rolled back must not leave a record claiming its levels
+    record: tuple[str, bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -378,6 +400,27 @@ class LocalStore(Store):
                 if stat.S_ISREG(info.st_mode):
                     yield Path(path).relative_to(self.root).as_posix(), info.st_size
 
+    def stamps(self, prefix: str) -> Iterator[tuple[str, int, str]]:
+        for folder, dirs, files in os.walk(self.path(prefix)):
+            dirs.sort()
+            base = Path(folder).relative_to(self.root).as_posix()
+            for name in sorted(files):
+                try:
+                    info = os.lstat(os.path.join(folder, name))
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    yield f"{base}/{name}", info.st_size, f"m{info.st_mtime_ns}"
+
+    def unit_writer(self, update_id: str, protected: str) -> Store:
+        scratch = self.root / f"{UPDATE_PREFIX}{update_id}"
+        scratch.mkdir(exist_ok=True)
+        return cast(Store, ProtectedStore(ReplacingLocalStore(self.root, scratch), protected))
+
+    def finish_units(self, update_id: str) -> None:
+        with suppress(FileNotFoundError):
+            shutil.rmtree(self.root / f"{UPDATE_PREFIX}{update_id}")
+
     def free_bytes(self) -> int | None:
         try:
             return shutil.disk_usage(self.root).free
@@ -467,6 +510,55 @@ class LocalStore(Store):
         from .transaction import storage_error
 
         return storage_error(exc, self.root)
+
+
+class ReplacingLocalStore(LocalStore):
+    """A folder whose ``set`` replaces a key atomically: the new bytes are written and made
+    durable in ``scratch`` (a hidden folder of the image, on the same disk), then renamed
+    over the key. Killed at any point, a key holds its old bytes or its new ones."""
+
+    def __init__(self, root: Path, scratch: Path) -> None:
+        super().__init__(root)
+        self.scratch = scratch
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ReplacingLocalStore, (self.root, self.scratch))
+
+    def set(self, key: str, data: Any) -> None:
+        from .transaction import atomic_write
+
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, bytes(data) if not isinstance(data, bytes) else data, self.scratch)
+
+
+class ProtectedStore:
+    """A store whose writes under ``protected`` are refused: an update never writes level 0.
+    Everything else is the wrapped store's."""
+
+    def __init__(self, inner: Store, protected: str) -> None:
+        self.inner = inner
+        self.protected = protected.rstrip("/") + "/"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ProtectedStore, (self.inner, self.protected))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _check(self, key: str) -> None:
+        if (key + "/").startswith(self.protected):
+            raise PyramidError(
+                f"refused to write {self.inner.describe(key)}: level 0 is never written"
+            )
+
+    def set(self, key: str, data: Any) -> None:
+        self._check(key)
+        self.inner.set(key, data)
+
+    def delete(self, key: str) -> None:
+        self._check(key)
+        self.inner.delete(key)
 
 
 def open_store(

@@ -77,7 +77,7 @@ from .localfs import (
     unlock_and_remove,
     write_at,
 )
-from .store import BuildTransaction, ImageChanges, LocalStore, encode_json
+from .store import UPDATE_PREFIX, BuildTransaction, ImageChanges, LocalStore, encode_json
 
 TOOL = "napari-pyramids"
 LOCK_NAME = ".napari-pyramids.lock"
@@ -93,6 +93,7 @@ _JOURNAL_TEMP = re.compile(r"^journal\.json\.[0-9a-f]{32}\.tmp$")
 _LEASE_TEMP = re.compile(
     rf"^({re.escape(LOCK_NAME)}|{re.escape(CONSOLIDATED_LOCK)})\.[0-9a-f]{{32}}\.(new|old)$"
 )
+_UPDATE_FOLDER = re.compile(rf"^{re.escape(UPDATE_PREFIX)}[0-9a-f]{{12}}$")
 _READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 # A journal carries the original metadata document as an escaped JSON string (up to ~4x its
 # bytes) plus a few entries per level: the metadata's own caps with room for that.
@@ -406,6 +407,8 @@ class BuildFolder(BuildTransaction):
             edit_consolidated(self.root, edit, "after", self.path, self.name)
         atomic_write(metadata, final, self.path)
         self.committed = True
+        if changes.record is not None:
+            write_record(self.root, *changes.record, self.path)
         for edit in above:
             self._edit_above(edit, "after")
         journal.phase = "published"
@@ -446,6 +449,19 @@ class BuildFolder(BuildTransaction):
                 f"removed ({exc.strerror}); the next build of this image removes it",
                 stacklevel=3,
             )
+
+
+def write_record(root: Path, key: str, data: bytes, scratch: Path) -> None:
+    """Replace the change record once the build is published; a failure only warns (the next
+    update then finds the record stale or missing and recomputes every level)."""
+    try:
+        atomic_write(root / key, data, scratch)
+    except OSError as exc:
+        warnings.warn(
+            f"{root / key}: the pyramid is built but its change record could not be written "
+            f"({exc.strerror}); the next update recomputes every level",
+            stacklevel=4,
+        )
 
 
 def edit_consolidated(
@@ -553,7 +569,11 @@ def leftover_builds(root: Path) -> Iterator[Path]:
 
 def has_leftovers(root: Path) -> bool:
     """Whether a build ran here and did not finish cleaning (a build folder or a lock file)."""
-    return os.path.lexists(root / LOCK_NAME) or any(True for _ in leftover_builds(root))
+    return (
+        os.path.lexists(root / LOCK_NAME)
+        or any(True for _ in leftover_builds(root))
+        or any(_UPDATE_FOLDER.match(name) for name in os.listdir(root))
+    )
 
 
 def _holds_only_new_data(folder: Path) -> bool:
@@ -577,6 +597,12 @@ def _holds_only_new_data(folder: Path) -> bool:
     return True
 
 
+def _holds_only_temp_files(folder: Path) -> bool:
+    """Whether an update's folder holds nothing but the temporary files it renames from."""
+    with os.scandir(folder) as entries:
+        return all(e.is_file(follow_symlinks=False) and e.name.endswith(".tmp") for e in entries)
+
+
 def recover(root: Path) -> list[str]:
     """Undo (or finish cleaning) every interrupted build of this image; call under the lock.
 
@@ -589,6 +615,15 @@ def recover(root: Path) -> list[str]:
         if _LEASE_TEMP.match(entry.name) and entry.is_file(follow_symlinks=False):
             os.unlink(entry.path)
             report.append(f"removed {entry.name} (a lease being renewed when its build died)")
+    for entry in os.scandir(root):
+        folder = Path(entry.path)
+        if (
+            _UPDATE_FOLDER.match(entry.name)
+            and entry.is_dir(follow_symlinks=False)
+            and _holds_only_temp_files(folder)
+        ):
+            shutil.rmtree(folder)
+            report.append(f"removed {entry.name} (an interrupted update's unused copies)")
     for folder in leftover_builds(root):
         if os.path.islink(folder) or not folder.is_dir():
             warnings.warn(f"{folder} is not a build folder of ours; left alone", stacklevel=2)
