@@ -407,6 +407,13 @@ class _DatasetRun:
                 continue
             yield _Job(job.entry, name, path, True, label_options(self.share, result.levels))
 
+    def _stopping(self) -> bool:
+        """Whether the run is stopping; the caller's cancel is checked here too, as each block
+        lands, so that no image publishes after a cancel the driver loop has not polled yet."""
+        if not self.stop.is_set() and self.should_stop is not None and self.should_stop():
+            self.stop.set()
+        return self.stop.is_set()
+
     def _finished(self, result: ImageResult) -> None:
         self.results[result.name] = result
         self._report(result)
@@ -463,7 +470,7 @@ class _DatasetRun:
             while True:
                 step: Progress = next(build)
                 self.events.put((job.name, step))
-                if self.stop.is_set() and step.phase == "writing":
+                if step.phase == "writing" and self._stopping():
                     build.close()
                     raise BuildCancelled
         except StopIteration as stop:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imaging import reference_pyramid, tree_snapshot
+from imaging import file_hashes, reference_pyramid
+from napari_pyramids import open_image
 from plates import (
     listed_levels,
     ngff_zarr_plate,
@@ -15,7 +16,6 @@ from plates import (
     validate_image,
     validate_plate,
 )
-from napari_pyramids import open_image
 
 pytestmark = pytest.mark.gui
 BUILD_TIMEOUT = 120_000
@@ -46,6 +46,14 @@ def _assert_built(plate, data):
         assert len(listed_levels(plate / name)) == LEVELS, name
         for index, expected in enumerate(_expected(name, level0)):
             np.testing.assert_array_equal(read_level(plate / name, index), expected)
+
+
+def _tree(image):
+    """Every file (with its hash) and folder inside one image, its label images included."""
+    return {
+        **file_hashes(image),
+        **{str(d.relative_to(image)): "dir" for d in image.rglob("*") if d.is_dir()},
+    }
 
 
 def _entry_text(widget, layer):
@@ -100,17 +108,19 @@ def test_building_a_plate_builds_every_field_and_its_labels(
         if "/labels/" not in name:
             validate_image(plate / name)  # with its labels: as many levels (ome-zarr-models)
     validate_plate(plate)
-    assert steps and steps[-1] == (len(data), len(data))  # progress over the images
+    assert steps
+    assert steps[-1] == (len(data), len(data))
     # napari-ome-zarr read the plate again: its layers show the new levels.
     assert [layer.name for layer in viewer.layers] == names
     first = sorted(_images(data))[0]
     expected = _expected(first, data[first])
     for layer in viewer.layers:
         assert layer.source.reader_plugin == "napari-ome-zarr"
-        assert layer.multiscale and len(layer.data) == LEVELS
+        assert layer.multiscale
+        assert len(layer.data) == LEVELS
         if type(layer).__name__ == "Image":
             channel = names.index(layer.name)
-            top_left = np.asarray(layer.data[2])[: 12, : 10]  # the first well's first field
+            top_left = np.asarray(layer.data[2])[:12, :10]  # the first well's first field
             np.testing.assert_array_equal(top_left, expected[2][channel])
     assert widget.image.value in list(viewer.layers)
     assert "4 images" in widget.status.value or f"{len(data)} images" in widget.status.value
@@ -122,7 +132,7 @@ def test_cancel_mid_plate_leaves_every_image_readable_and_build_finishes_it(
 ):
     viewer, widget = viewer_and_builder
     plate, data, _ = _open_plate(viewer, writer, version, tmp_path, rng)
-    before = {name: tree_snapshot(plate / name) for name in _images(data)}
+    before = {name: _tree(plate / name) for name in _images(data)}
     widget.num_levels.value = LEVELS
     widget.workers = 2
     widget.executor = gated_executor
@@ -144,7 +154,7 @@ def test_cancel_mid_plate_leaves_every_image_readable_and_build_finishes_it(
         for index, expected in enumerate(_expected(name, level0)[:count]):
             np.testing.assert_array_equal(read_level(plate / name, index), expected)
         if count == 1 and name in before:
-            assert tree_snapshot(plate / name) == before[name]
+            assert _tree(plate / name) == before[name]
     assert complete < len(data)
 
     widget.executor = None
@@ -155,14 +165,16 @@ def test_cancel_mid_plate_leaves_every_image_readable_and_build_finishes_it(
 
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
-def test_a_field_offers_its_labels_and_its_plate(qtbot, viewer_and_builder, tmp_path, rng, version):
+def test_a_field_offers_its_labels_and_its_plate(
+    qtbot, viewer_and_builder, tmp_path, rng, version
+):
     viewer, widget = viewer_and_builder
     plate = tmp_path / "plate.zarr"
     data = ome_zarr_plate(plate, version, rng)
     field = plate / "A/1/0"
     layers = viewer.open(str(field), plugin="napari-pyramids")
     widget.image.value = layers[0]
-    others = {n: tree_snapshot(plate / n) for n in _images(data) if n != "A/1/0"}
+    others = {n: _tree(plate / n) for n in _images(data) if n != "A/1/0"}
 
     assert widget.with_labels.native.isVisibleTo(widget.native)
     assert widget.with_labels.value  # labels on by default
@@ -175,7 +187,7 @@ def test_a_field_offers_its_labels_and_its_plate(qtbot, viewer_and_builder, tmp_
     assert outcome.args == ["built"]
     _assert_built(plate, {k: v for k, v in data.items() if k.startswith("A/1/0")})
     validate_image(field)  # the labels are in step (ome-zarr-models)
-    assert {n: tree_snapshot(plate / n) for n in others} == others
+    assert {n: _tree(plate / n) for n in others} == others
     assert all(layer.multiscale and len(layer.data) == LEVELS for layer in viewer.layers)
 
     widget.whole_plate.value = True

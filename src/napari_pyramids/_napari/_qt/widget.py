@@ -104,7 +104,12 @@ class PyramidBuilder(Container):
                 LineEdit(name="chunksize", label="chunks", value=""),
                 ComboBox(name="edge", label="edges", choices=EDGES, value="trim"),
                 CheckBox(name="overwrite", label="", text="overwrite existing levels"),
-                CheckBox(name="with_labels", label="", text="labels: build its label images too"),
+                CheckBox(
+                    name="with_labels",
+                    label="",
+                    text="labels: build its label images too",
+                    value=True,
+                ),
                 CheckBox(name="whole_plate", label="", text="every image of its plate"),
                 plain_label("summary"),
                 PushButton(name="preview", label="", text="Preview"),
