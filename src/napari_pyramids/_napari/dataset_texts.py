@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..dataset_build import BUILT, COMPLETE, DatasetProgress, DatasetReport
 from ..datasets import Dataset
+from .texts import READY
 
 if TYPE_CHECKING:
     from .scope import Scope
@@ -95,4 +96,14 @@ def scope_text(scope: Scope | None) -> str:
     return (
         f"{dataset.describe()}: {images_text(len(dataset.images), labels)}; parameters "
         f"shown for {scope.image.relative_to(dataset.root)}:"
+    )
+
+
+def ready_text(scope: Scope | None) -> str:
+    """The status once a build can start: a layer showing a whole plate has no preview."""
+    if scope is None or scope.dataset is None:
+        return READY
+    return (
+        f"Ready: Build pyramid builds every image of {scope.dataset.root.name}, several at "
+        "a time; Cancel stops them at their next block."
     )

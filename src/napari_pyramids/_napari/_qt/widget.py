@@ -42,7 +42,7 @@ from ...options import BuildOptions, parse_chunksize
 from ...pyramid.methods import METHODS
 from ...pyramid.reduce import EDGES
 from ...system import cpu_count
-from ..dataset_texts import dataset_build_text, preview_of_dataset, scope_text
+from ..dataset_texts import dataset_build_text, preview_of_dataset, ready_text, scope_text
 from ..picker import LayerPicker, read_layers
 from ..preview import PreviewLayers
 from ..request import default_request, plan_request
@@ -51,7 +51,6 @@ from ..texts import (
     BUSY,
     CANCELLING,
     NO_LAYER,
-    READY,
     building_text,
     describe_on_disk,
     describe_plan,
@@ -276,7 +275,7 @@ class PyramidBuilder(Container):
                 self._ratios[image.root] = compression_ratio(image)
             self.summary.value = head + describe_plan(plan, self._ratios[image.root])
         if not (self._runner.running or self._datasets.running):
-            self._say(READY)
+            self._say(ready_text(self._scope))
 
     # ----------------------------------------------------------------- preview
     def show_preview(self, *_: Any) -> None:
