@@ -21,7 +21,7 @@ from napari.components import LayerList
 from napari.layers import Layer
 from napari.layers.utils.stack_utils import split_channels
 from napari.plugins.io import read_data_with_plugins
-from napari.qt.threading import GeneratorWorker, create_worker
+from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from psygnal import Signal
 from qtpy.QtCore import QTimer
@@ -33,6 +33,7 @@ from ..picker import layer_source, root_or_none
 from ..preview import display_state
 from ..texts import failure_reason
 from .runner import reload_layers
+from .worker import BuildWorker
 
 PROGRESS_MS = 200
 
@@ -59,7 +60,7 @@ class DatasetRunner:
     finished = Signal(DatasetEnd)
 
     def __init__(self) -> None:
-        self.worker: GeneratorWorker | None = None
+        self.worker: BuildWorker | None = None
         self._path: Path | None = None
         self._cancel = threading.Event()
         self._report: DatasetReport | None = None
@@ -95,6 +96,7 @@ class DatasetRunner:
             cancel=self._cancel,
             executor=executor,
             _start_thread=False,
+            _worker_class=BuildWorker,  # closes the generator on quit(): images roll back
             _ignore_errors=True,
         )
         worker.yielded.connect(self._on_progress)

@@ -136,6 +136,7 @@ class PyramidBuilder(Container):
         self._preview = PreviewLayers(viewer.layers)
         self._runner = BuildRunner()
         self._datasets = DatasetRunner()
+        self._last_runner: BuildRunner | DatasetRunner = self._runner
         self._debounce = QTimer()
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
@@ -159,8 +160,8 @@ class PyramidBuilder(Container):
 
     @property
     def worker(self) -> BuildWorker | None:
-        """The running (or last) build's thread worker."""
-        return self._runner.worker
+        """The running (or last) build's thread worker (of one image, or of several)."""
+        return self._last_runner.worker
 
     @property
     def preview_layers(self) -> Sequence[Layer]:
@@ -323,6 +324,7 @@ class PyramidBuilder(Container):
         self.progress.max = max(plan.total_blocks, 1)
         self.progress.value = 0
         self._say(building_text(plan, image.root))
+        self._last_runner = self._runner
         self._runner.start(image.root, options, plan.total_blocks, self.executor)
 
     def cancel_build(self, *_: Any) -> None:
@@ -401,6 +403,7 @@ class PyramidBuilder(Container):
         self._set_running(True)
         self.progress.max, self.progress.value = 1, 0
         self._say(f"Building every image of {path.name}…")
+        self._last_runner = self._datasets
         self._datasets.start(path, options, self.with_labels.value, 1, self.executor)
 
     def _on_dataset_end(self, end: DatasetEnd) -> None:
