@@ -456,7 +456,7 @@ def test_names_from_metadata_stay_literal_in_layers_and_labels(
                 assert [layer.name for layer in viewer.layers] == names
                 # The label image is built with its image (the "labels" box is on by default).
                 assert [layer.multiscale for layer in viewer.layers] == [True, True, True]
-                assert widget.status.value == "Built 2 levels of img.zarr."
+                assert widget.status.value == "Built 2 levels of img.zarr and its 1 label image."
                 assert_plain(widget.status.native)
             finally:
                 reset(viewer, widget)

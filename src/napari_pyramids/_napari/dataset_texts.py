@@ -66,6 +66,12 @@ def dataset_end_text(report: DatasetReport) -> str:
         )
     elif problems:
         totals = f"Built with problems: {totals}."
+    elif report.dataset.is_one_image and report.results and report.results[0].levels:
+        image, labels = report.results[0], len(report.results) - 1
+        totals = (
+            f"Built {image.levels} levels of {report.dataset.root.name} and its "
+            f"{_count(labels, 'label image')}."
+        )
     else:
         totals = f"Built: {totals}."
     if problems:
