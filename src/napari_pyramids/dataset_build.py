@@ -20,7 +20,7 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -407,6 +407,13 @@ class _DatasetRun:
                 continue
             yield _Job(job.entry, name, path, True, label_options(self.share, result.levels))
 
+    def _stopping(self) -> bool:
+        """Whether the run is stopping; the caller's cancel is checked here too, as each block
+        lands, so that no image publishes after a cancel the driver loop has not polled yet."""
+        if not self.stop.is_set() and self.should_stop is not None and self.should_stop():
+            self.stop.set()
+        return self.stop.is_set()
+
     def _finished(self, result: ImageResult) -> None:
         self.results[result.name] = result
         self._report(result)
@@ -463,7 +470,7 @@ class _DatasetRun:
             while True:
                 step: Progress = next(build)
                 self.events.put((job.name, step))
-                if self.stop.is_set() and step.phase == "writing":
+                if step.phase == "writing" and self._stopping():
                     build.close()
                     raise BuildCancelled
         except StopIteration as stop:
@@ -496,3 +503,56 @@ def labels_warnings(report: DatasetReport) -> list[str]:
             for mismatch in labels_out_of_step(open_image(result.path)):
                 lines.setdefault(mismatch.label, mismatch.message)
     return list(lines.values())
+
+
+_END = object()
+
+
+def iter_build_dataset(
+    path: str | os.PathLike[str] | Dataset,
+    options: BuildOptions,
+    *,
+    with_labels: bool = True,
+    cancel: Callable[[], bool] | Any | None = None,
+    executor: Executor | None = None,
+) -> Generator[DatasetProgress, None, DatasetReport]:
+    """:func:`build_dataset` as a generator: yields its progress, returns its report.
+
+    The build runs in a thread of its own, so the caller (a napari worker, say) gets each
+    :class:`DatasetProgress` as it comes and can stop at any step. ``cancel`` stops the
+    build as in :func:`build_dataset` and the report says what was built; closing the
+    generator early stops it too, and returns only once every running image is rolled back.
+    """
+    events: queue.Queue[Any] = queue.Queue()
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def stopped() -> bool:
+        if stop.is_set():
+            return True
+        if cancel is None:
+            return False
+        return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
+
+    def run() -> None:
+        try:
+            outcome["report"] = build_dataset(
+                path, options, with_labels=with_labels, progress=events.put, cancel=stopped,
+                executor=executor,
+            )  # fmt: skip
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+        finally:
+            events.put(_END)
+
+    thread = threading.Thread(target=run, name="dataset-build", daemon=True)
+    thread.start()
+    try:
+        while (step := events.get()) is not _END:
+            yield step
+    finally:
+        stop.set()
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["report"]

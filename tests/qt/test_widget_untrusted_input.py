@@ -454,8 +454,9 @@ def test_names_from_metadata_stay_literal_in_layers_and_labels(
                 assert seen.notifications == []
                 assert (root / "<b>1<" / "b>").is_dir()
                 assert [layer.name for layer in viewer.layers] == names
-                assert [layer.multiscale for layer in viewer.layers] == [True, True, False]
-                assert widget.status.value == "Built 2 levels of img.zarr."
+                # The label image is built with its image (the "labels" box is on by default).
+                assert [layer.multiscale for layer in viewer.layers] == [True, True, True]
+                assert widget.status.value == "Built 2 levels of img.zarr and its 1 label image."
                 assert_plain(widget.status.native)
             finally:
                 reset(viewer, widget)

@@ -14,8 +14,11 @@ from napari.components import LayerList
 from napari.layers import Labels, Layer
 from psygnal import Signal
 
+from ..datasets import Dataset
 from ..errors import PyramidError, visible_text
+from .dataset_texts import dataset_entry
 from .layers import CHANNEL_KEY, PREVIEW_KEY, image_path_of, layer_data
+from .scope import Scope, dataset_scope, dataset_shown, image_scope
 from .texts import listing_note
 
 try:  # private in napari, stable since 0.4.16: gives layers read here their source path
@@ -71,6 +74,8 @@ def read_layers(path: str | os.PathLike[str]) -> list[Layer]:
 class LayerPicker:
     """The layers a build can start from, following the viewer's layer list.
 
+    A layer of an image is listed by its name; a layer showing a whole plate, well or
+    collection (napari-ome-zarr's tiled plate) by its name, the kind and its number of images.
     ``changed`` is emitted when a layer is added, removed or renamed: the choices may differ.
     """
 
@@ -79,6 +84,8 @@ class LayerPicker:
     def __init__(self, layers: LayerList) -> None:
         self._layers = layers
         self.note = ""
+        # Finding a plate's images reads every well's and field's metadata: once per plate.
+        self._datasets: dict[str, Dataset | None] = {}
         layers.events.inserted.connect(self._on_inserted)
         layers.events.removed.connect(self._on_removed)
         for layer in layers:
@@ -91,12 +98,42 @@ class LayerPicker:
             try:
                 image_root(layer)
             except PyramidError as exc:
-                if PREVIEW_KEY not in layer.metadata:
+                dataset = self.dataset_of(layer)
+                if dataset is not None:
+                    listed.append((visible_text(dataset_entry(layer.name, dataset)), layer))
+                elif PREVIEW_KEY not in layer.metadata:
                     unlisted.append((layer.name, str(exc)))
                 continue
             listed.append((visible_text(layer.name), layer))
         self.note = listing_note(bool(listed), unlisted)
         return listed
+
+    def dataset_of(self, layer: Layer) -> Dataset | None:
+        """The plate, well or collection ``layer`` shows whole, or None."""
+        if PREVIEW_KEY in layer.metadata or layer.source.path is None:
+            return None
+        path = str(layer.source.path)
+        if path not in self._datasets:
+            self._datasets[path] = dataset_shown(path)
+        return self._datasets[path]
+
+    def scope(self, layer: Layer | None) -> Scope | None:
+        """What a build from ``layer`` covers; None for no layer or a layer of no image.
+
+        Raises
+        ------
+        PyramidError
+            If the layer shows a dataset none of whose images can be read.
+        """
+        root = root_or_none(layer)
+        if root is not None:
+            return image_scope(root)
+        dataset = self.dataset_of(layer) if layer is not None else None
+        return dataset_scope(dataset) if dataset is not None else None
+
+    def forget_datasets(self) -> None:
+        """Read the datasets again next time (after a build changed them)."""
+        self._datasets.clear()
 
     def _on_inserted(self, event: Any) -> None:
         event.value.events.name.connect(self._on_renamed)

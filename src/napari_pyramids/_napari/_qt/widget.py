@@ -42,20 +42,22 @@ from ...options import BuildOptions, parse_chunksize
 from ...pyramid.methods import METHODS
 from ...pyramid.reduce import EDGES
 from ...system import cpu_count
-from ..picker import LayerPicker, read_layers, root_or_none
+from ..dataset_texts import dataset_build_text, preview_of_dataset, ready_text, scope_text
+from ..picker import LayerPicker, read_layers
 from ..preview import PreviewLayers
 from ..request import default_request, plan_request
+from ..scope import Scope, plan_for_dataset
 from ..texts import (
     BUSY,
     CANCELLING,
     NO_LAYER,
-    READY,
     building_text,
     describe_on_disk,
     describe_plan,
     nothing_to_build,
     preview_text,
 )
+from .dataset_runner import DatasetEnd, DatasetRunner, reload_dataset_layers
 from .runner import BuildEnd, BuildRunner, reload_layers
 from .text import notification_text, plain_label
 from .worker import BuildWorker
@@ -65,7 +67,7 @@ __all__ = ["NO_LAYER", "BuilderEvents", "PyramidBuilder", "notification_text"]
 DEBOUNCE_MS = 300
 # The controls that set a build; all of them but "image" are off while a build runs.
 PARAMETERS = ("num_levels", "coarsening_xy", "coarsening_z", "method", "chunksize", "edge")
-SETTINGS = ("image", *PARAMETERS, "overwrite")
+SETTINGS = ("image", *PARAMETERS, "overwrite", "with_labels", "whole_plate")
 
 
 class BuilderEvents(QObject):
@@ -101,6 +103,13 @@ class PyramidBuilder(Container):
                 LineEdit(name="chunksize", label="chunks", value=""),
                 ComboBox(name="edge", label="edges", choices=EDGES, value="trim"),
                 CheckBox(name="overwrite", label="", text="overwrite existing levels"),
+                CheckBox(
+                    name="with_labels",
+                    label="",
+                    text="labels: build its label images too",
+                    value=True,
+                ),
+                CheckBox(name="whole_plate", label="", text="every image of its plate"),
                 plain_label("summary"),
                 PushButton(name="preview", label="", text="Preview"),
                 PushButton(name="build", label="", text="Build pyramid"),
@@ -121,10 +130,13 @@ class PyramidBuilder(Container):
         self.executor: Any = None
         self._viewer = viewer
         self._root: Path | None = None
+        self._scope: Scope | None = None
         self._ratios: dict[Path, float | None] = {}
         self._picker = picker
         self._preview = PreviewLayers(viewer.layers)
         self._runner = BuildRunner()
+        self._datasets = DatasetRunner()
+        self._last_runner: BuildRunner | DatasetRunner = self._runner
         self._debounce = QTimer()
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
@@ -133,11 +145,14 @@ class PyramidBuilder(Container):
         self._preview.updated.connect(self.events.preview_updated.emit)
         self._runner.progressed.connect(self._on_progress)
         self._runner.finished.connect(self._on_build_end)
+        self._datasets.progressed.connect(self._on_progress)
+        self._datasets.finished.connect(self._on_dataset_end)
         self._debounce.timeout.connect(self._refresh_preview)
         self.image.changed.connect(self._on_image_changed)
         for name in PARAMETERS:
             self[name].changed.connect(self._on_parameter_changed)
-        self.overwrite.changed.connect(self._update_plan)
+        for name in ("overwrite", "with_labels", "whole_plate"):
+            self[name].changed.connect(self._update_plan)
         self.preview.clicked.connect(self.show_preview)
         self.build.clicked.connect(self.start_build)
         self.cancel.clicked.connect(self.cancel_build)
@@ -145,8 +160,8 @@ class PyramidBuilder(Container):
 
     @property
     def worker(self) -> BuildWorker | None:
-        """The running (or last) build's thread worker."""
-        return self._runner.worker
+        """The running (or last) build's thread worker (of one image, or of several)."""
+        return self._last_runner.worker
 
     @property
     def preview_layers(self) -> Sequence[Layer]:
@@ -183,9 +198,12 @@ class PyramidBuilder(Container):
         self._on_image_changed()
 
     def _on_image_changed(self, *_: Any) -> None:
-        root = root_or_none(self.image.value)
-        if root != self._root:
-            self._root = root
+        scope = self._pick_scope()
+        root = scope.image if scope is not None else None
+        changed = root != self._root or scope != self._scope
+        self._root, self._scope = root, scope
+        self._show_scope_controls()
+        if changed:
             self._preview.remove()
             if root is not None:
                 try:
@@ -235,20 +253,30 @@ class PyramidBuilder(Container):
             self.info.value, self.summary.value = note, ""
             self._say(str(exc))
             return
-        self.info.value = "\n".join(
-            filter(None, [describe_on_disk(image), note if self.image.choices else ""])
-        )
+        lines = [scope_text(self._scope), describe_on_disk(image)]
+        self.info.value = "\n".join(filter(None, [*lines, note if self.image.choices else ""]))
+        several = self._build_path()
         try:
-            plan = plan_request(image, self.request(image))
+            if several is None:
+                plan = plan_request(image, self.request(image))
+            else:
+                plan = plan_for_dataset(image, self.request(image))
         except PyramidError as exc:
             self.summary.value = visible_text(nothing_to_build(str(exc)))
             self._say(str(exc))
             return
-        if image.root not in self._ratios:  # walking level 0's chunks once per image is enough
-            self._ratios[image.root] = compression_ratio(image)
-        self.summary.value = describe_plan(plan, self._ratios[image.root])
-        if not self._runner.running:
-            self._say(READY)
+        head = ""
+        if several is not None:
+            whole = several != image.root
+            head = dataset_build_text(several, image.root, whole, plan is None) + "\n"
+        if plan is None:
+            self.summary.value = visible_text(head)
+        else:
+            if image.root not in self._ratios:  # walking level 0's chunks once is enough
+                self._ratios[image.root] = compression_ratio(image)
+            self.summary.value = head + describe_plan(plan, self._ratios[image.root])
+        if not (self._runner.running or self._datasets.running):
+            self._say(ready_text(self._scope))
 
     # ----------------------------------------------------------------- preview
     def show_preview(self, *_: Any) -> None:
@@ -256,6 +284,9 @@ class PyramidBuilder(Container):
         self._debounce.stop()
         if self._root is None:
             self._refuse(NO_LAYER)
+            return
+        if self._scope is not None and self._scope.dataset is not None:
+            self._refuse(preview_of_dataset(self._scope.dataset.root, self._root))
             return
         try:
             image = open_image(self._root)
@@ -273,11 +304,14 @@ class PyramidBuilder(Container):
     # ----------------------------------------------------------------- build
     def start_build(self, *_: Any) -> None:
         """Check the request, then build in a thread worker; refuse clearly if it cannot."""
-        if self._runner.running:
+        if self._runner.running or self._datasets.running:
             self._refuse(BUSY)
             return
         if self._root is None:
             self._refuse(NO_LAYER)
+            return
+        if self._build_path() is not None:
+            self._start_dataset_build()
             return
         try:
             image = open_image(self._root)
@@ -290,11 +324,12 @@ class PyramidBuilder(Container):
         self.progress.max = max(plan.total_blocks, 1)
         self.progress.value = 0
         self._say(building_text(plan, image.root))
+        self._last_runner = self._runner
         self._runner.start(image.root, options, plan.total_blocks, self.executor)
 
     def cancel_build(self, *_: Any) -> None:
         """Ask the running build to stop; the image is restored before it reports back."""
-        if self._runner.cancel():
+        if self._runner.cancel() or self._datasets.cancel():
             self.cancel.enabled = False
             self._say(CANCELLING)
 
@@ -329,6 +364,65 @@ class PyramidBuilder(Container):
         for old, new in swapped:
             if old is picked:
                 self.image.value = new
+
+    # ----------------------------------------------------------------- several images
+    def _pick_scope(self) -> Scope | None:
+        """What the picked layer lets a build cover (None: no image; a refusal is said)."""
+        try:
+            return self._picker.scope(self.image.value)
+        except PyramidError as exc:
+            self._say(str(exc))
+            return None
+
+    def _show_scope_controls(self) -> None:
+        """Offer the label images and the plate only when the pick has them."""
+        scope = self._scope
+        self.with_labels.visible = scope is not None and scope.label_count > 0
+        self.whole_plate.visible = scope is not None and scope.plate is not None
+        if scope is not None and scope.plate is not None:
+            self.whole_plate.text = f"every image of its plate {scope.plate.name}"
+
+    def _build_path(self) -> Path | None:
+        """The path a dataset build takes for the pick and the ticks; None: the image alone."""
+        if self._scope is None:
+            return None
+        return self._scope.build_path(self.with_labels.value, self.whole_plate.value)
+
+    def _start_dataset_build(self) -> None:
+        """Build the image with its labels, its plate, or the plate picked, image by image."""
+        path = self._build_path()
+        if path is None or self._root is None:
+            return
+        try:
+            image = open_image(self._root)
+            options = self.request(image)
+            plan_for_dataset(image, options)
+        except PyramidError as exc:
+            self._refuse(str(exc))
+            return
+        self._set_running(True)
+        self.progress.max, self.progress.value = 1, 0
+        self._say(f"Building every image of {path.name}…")
+        self._last_runner = self._datasets
+        self._datasets.start(path, options, self.with_labels.value, 1, self.executor)
+
+    def _on_dataset_end(self, end: DatasetEnd) -> None:
+        self._set_running(False)
+        if end.report is not None:
+            self._preview.remove()
+            self._picker.forget_datasets()
+            picked = self.image.value
+            shown_whole = self._scope.dataset.root if self._scope and self._scope.dataset else None
+            with self._updating():
+                swapped = reload_dataset_layers(self._viewer.layers, end.report, shown_whole)
+            self._refresh_choices()
+            for old, new in swapped:
+                if old is picked:
+                    self.image.value = new
+        if end.outcome == "cancelled":
+            self.progress.value = 0
+        self._say(end.message)
+        self.events.build_finished.emit(end.outcome)
 
     # ----------------------------------------------------------------- status
     def _say(self, text: str) -> None:
