@@ -44,5 +44,12 @@ def unsaved_write_failed(root: Path, reason: str) -> str:
     )
 
 
+def write_failed(root: Path, reason: str) -> str:
+    return (
+        f"Painted edits of {root.name} could not be written to level 0 ({reason}); they stay "
+        "in the layer and are written before its next build or update."
+    )
+
+
 def updated_text(root: Path, description: str) -> str:
     return f"Updated {root.name}: {description}"

@@ -30,10 +30,12 @@ from ...images import open_image
 from ...update import iter_update
 from ..edit_texts import (
     NOT_LABELS,
+    UPDATE_BUSY,
     editing_text,
     stale_text,
     unsaved_write_failed,
     updated_text,
+    write_failed,
     written_text,
 )
 from ..editing import LabelEdits, edit_layer_data, edit_region, edit_target, level0_changed
@@ -52,10 +54,12 @@ class LabelEditor:
     """The label-editing part of the Pyramid Builder.
 
     ``updated(outcome)`` is emitted once an update ended ("updated", "unchanged",
-    "rebuilt" or "failed") and the layers show its result.
+    "rebuilt" or "failed") and the layers show its result; ``written`` once the strokes
+    painted so far were written to level 0.
     """
 
     updated = Signal(str)
+    written = Signal()  # painted strokes were written to level 0 (or said why not)
 
     def __init__(self, builder: PyramidBuilder, viewer: Any) -> None:
         self._builder = builder
@@ -76,7 +80,12 @@ class LabelEditor:
         viewer.layers.events.removed.connect(lambda e: self.sessions.pop(id(e.value), None))
         for layer in viewer.layers:
             self._follow(layer)
-        self._poll = QTimer()
+        # Timers belong to the widget: they stop when it is closed.
+        self._write_soon = QTimer(builder.native)
+        self._write_soon.setSingleShot(True)
+        self._write_soon.setInterval(0)
+        self._write_soon.timeout.connect(self._write_painted)
+        self._poll = QTimer(builder.native)
         self._poll.setInterval(STALE_POLL_MS)
         self._poll.timeout.connect(self.check_stale)
         self._poll.start()
@@ -97,15 +106,23 @@ class LabelEditor:
         layer.events.paint.connect(lambda event: self._on_paint(session, event.value))
 
     def _on_paint(self, session: LabelEdits, atoms: Any) -> None:
-        if not session.record(atoms):
-            return
-        try:
-            written = session.write()
-        except (PyramidError, OSError) as exc:
-            self._say(unsaved_write_failed(session.target.root, failure_reason(exc)))
-            return
-        if written:
-            self._say(written_text(session.target.root, len(session.to_update)))
+        # napari emits ``paint`` before it changes the data: write once the edit is done.
+        if session.record(atoms):
+            self._write_soon.start()
+
+    def _write_painted(self) -> None:
+        """Write every stroke painted since the last write to level 0."""
+        for session in list(self.sessions.values()):
+            if not session.unwritten:
+                continue
+            try:
+                written = session.write()
+            except (PyramidError, OSError) as exc:
+                self._say(write_failed(session.target.root, failure_reason(exc)))
+                continue
+            if written:
+                self._say(written_text(session.target.root, len(session.to_update)))
+        self.written.emit()
 
     # ----------------------------------------------------------------- Edit labels
     def open_edit_layer(self, *_: Any) -> Layer | None:
@@ -157,7 +174,7 @@ class LabelEditor:
         for the regions painted here, or else for every change the record finds."""
         builder = self._builder
         if self.running or builder._runner.running or builder._datasets.running:
-            builder._refuse("A build or an update is already running; wait for it.")
+            builder._refuse(UPDATE_BUSY)
             return
         root = root_or_none(builder.image.value)
         if root is None:
