@@ -23,10 +23,10 @@ def editing_text(name: str, shape: tuple[int, ...]) -> str:
     )
 
 
-def written_text(root: Path, boxes: int) -> str:
+def written_text(root: Path) -> str:
     return (
-        f"Level 0 of {root.name}: {boxes} painted region(s) written; its pyramid is older "
-        "than level 0: click Update pyramid."
+        f"Painted edits written to level 0 of {root.name}; its pyramid is now older than "
+        "level 0: click Update pyramid."
     )
 
 

@@ -121,7 +121,7 @@ class LabelEditor:
                 self._say(write_failed(session.target.root, failure_reason(exc)))
                 continue
             if written:
-                self._say(written_text(session.target.root, len(session.to_update)))
+                self._say(written_text(session.target.root))
         self.written.emit()
 
     # ----------------------------------------------------------------- Edit labels
