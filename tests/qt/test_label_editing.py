@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from napari.utils.colormaps import DirectLabelColormap
 
 from imaging import age_files, level_paths, reference_pyramid, write_image
 from napari_pyramids import build_pyramid
@@ -208,16 +209,6 @@ def _pixels_of(image: np.ndarray, rgba: np.ndarray) -> int:
     return int((np.abs(image[..., :3].astype(int) - target).max(axis=-1) <= 2).sum())
 
 
-def _distinct_label(layer) -> int:
-    """A label whose colour is far from those of the labels already there (0..9)."""
-    there = np.array([layer.get_color(i)[:3] if i else (0, 0, 0) for i in range(10)])
-
-    def distance(label: int) -> float:
-        return float(np.abs(there - np.asarray(layer.get_color(label))[:3]).max(axis=1).min())
-
-    return max(range(11, 120), key=distance)
-
-
 def _camera(viewer):
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None else viewer.camera
@@ -227,9 +218,10 @@ def test_coarse_levels_on_screen_show_the_edit_after_the_update(
     qtbot, viewer_and_builder, tmp_path
 ):
     viewer, widget = viewer_and_builder
+    viewer.window.show()  # a hidden canvas draws nothing
     root = _label_image(tmp_path)
     edit = _edit_plane(qtbot, viewer, widget, root, z=1)
-    new = _distinct_label(edit)
+    new = 99
     edit.brush_size = 31
     _paint(qtbot, widget, edit, *(((0, 128, x), new) for x in range(40, 220, 8)))
     shot = os.environ.get("PAINT_SCREENSHOT")
@@ -237,17 +229,20 @@ def test_coarse_levels_on_screen_show_the_edit_after_the_update(
         viewer.window.screenshot(shot, canvas_only=False)
 
     edit.visible = False
+    # Every label grey but the painted one: its colour on screen is then unmistakable.
+    highlight = DirectLabelColormap(color_dict={None: "gray", 0: "black", new: "magenta"})
     layer = _multiscale_layer(viewer, root)
-    layer.opacity = 1.0
-    colour = layer.get_color(new)
+    layer.opacity, layer.colormap = 1.0, highlight
+    colour = np.array([1.0, 0.0, 1.0, 1.0])
     _camera(viewer).zoom = 0.3
     stale = viewer.screenshot(canvas_only=True)
     assert layer.data_level >= 1
+    assert _pixels_of(stale, np.array([0.5, 0.5, 0.5, 1.0])) > 1000  # the labels are drawn
     assert _pixels_of(stale, colour) == 0
 
     assert _update(qtbot, widget) == "updated"
     layer = _multiscale_layer(viewer, root)
-    layer.opacity = 1.0
+    layer.opacity, layer.colormap = 1.0, highlight
     _camera(viewer).zoom = 0.3
     fresh = viewer.screenshot(canvas_only=True)
     assert layer.data_level >= 1
