@@ -34,6 +34,7 @@ LayerData = tuple[Any, dict[str, Any], str]
 PATH_KEY = "napari_pyramids_path"
 CHANNEL_KEY = "napari_pyramids_channel"
 PREVIEW_KEY = "napari_pyramids_preview"
+EDIT_KEY = "napari_pyramids_edit"  # a layer made for painting level 0 (editing.py)
 
 # The units NGFF allows on space and time axes; anything else is not passed to napari,
 # which would refuse a unit it cannot parse.

@@ -17,7 +17,7 @@ from psygnal import Signal
 from ..datasets import Dataset
 from ..errors import PyramidError, visible_text
 from .dataset_texts import dataset_entry
-from .layers import CHANNEL_KEY, PREVIEW_KEY, image_path_of, layer_data
+from .layers import CHANNEL_KEY, EDIT_KEY, PREVIEW_KEY, image_path_of, layer_data
 from .scope import Scope, dataset_scope, dataset_shown, image_scope
 from .texts import listing_note
 
@@ -101,7 +101,7 @@ class LayerPicker:
                 dataset = self.dataset_of(layer)
                 if dataset is not None:
                     listed.append((visible_text(dataset_entry(layer.name, dataset)), layer))
-                elif PREVIEW_KEY not in layer.metadata:
+                elif PREVIEW_KEY not in layer.metadata and EDIT_KEY not in layer.metadata:
                     unlisted.append((layer.name, str(exc)))
                 continue
             listed.append((visible_text(layer.name), layer))

@@ -58,6 +58,7 @@ from ..texts import (
     preview_text,
 )
 from .dataset_runner import DatasetEnd, DatasetRunner, reload_dataset_layers
+from .editor import LabelEditor
 from .runner import BuildEnd, BuildRunner, reload_layers
 from .text import notification_text, plain_label
 from .worker import BuildWorker
@@ -157,6 +158,7 @@ class PyramidBuilder(Container):
         self.build.clicked.connect(self.start_build)
         self.cancel.clicked.connect(self.cancel_build)
         self._refresh_choices()
+        self.editor = LabelEditor(self, viewer)
 
     @property
     def worker(self) -> BuildWorker | None:
@@ -304,11 +306,13 @@ class PyramidBuilder(Container):
     # ----------------------------------------------------------------- build
     def start_build(self, *_: Any) -> None:
         """Check the request, then build in a thread worker; refuse clearly if it cannot."""
-        if self._runner.running or self._datasets.running:
+        if self._runner.running or self._datasets.running or self.editor.running:
             self._refuse(BUSY)
             return
         if self._root is None:
             self._refuse(NO_LAYER)
+            return
+        if not self.editor.write_edits_under(self._build_path() or self._root):
             return
         if self._build_path() is not None:
             self._start_dataset_build()
@@ -334,7 +338,7 @@ class PyramidBuilder(Container):
             self._say(CANCELLING)
 
     def _set_running(self, running: bool) -> None:
-        for name in (*SETTINGS, "preview", "build"):
+        for name in (*SETTINGS, "preview", "build", "edit", "update"):
             self[name].enabled = not running
         self.cancel.enabled = running
 
