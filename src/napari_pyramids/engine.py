@@ -6,14 +6,18 @@ of one stage never share an output chunk, so tasks need no coordination; stages 
 the other because a later stage reads what an earlier one wrote.
 
 The build is a generator (:func:`iter_build`) yielding :class:`Progress` after every block,
-so a caller can show progress and stop it between blocks; closing the generator cancels the
+and in between as the blocks running on local threads read their source chunks, so a caller
+can show progress a person can follow and stop it between blocks; closing the generator cancels the
 build and leaves the image exactly as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import sys
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -43,15 +47,25 @@ from .storage import (
 
 # How long to try reaching a scheduler named on the command line before saying so.
 SCHEDULER_TIMEOUT = "10s"
+# How often, at most, the progress of blocks under way is reported (a block may take minutes).
+PART_INTERVAL = 0.1
+# The share of a block's work reported as its source is read and reduced; the rest as its
+# levels are written.
+READ_SHARE = 0.8
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a build is: ``done`` of ``total`` blocks, in ``phase``."""
+    """Where a build is: ``done`` of ``total`` blocks, in ``phase``.
+
+    ``part`` adds the blocks under way, in fractions of a block (threads only): the work
+    done is ``done + part`` blocks.
+    """
 
     done: int
     total: int
     phase: str  # "writing", "publishing" or "done"
+    part: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -68,10 +82,14 @@ class BlockTask:
     write_empty_chunks: bool
 
 
-def run_block(task: BlockTask, index: int) -> int:
-    """Read block ``index`` of the stage's source once and write its part of every level."""
+def run_block(task: BlockTask, index: int, report: Callable[[float], Any] | None = None) -> int:
+    """Read block ``index`` of the stage's source once and write its part of every level.
+
+    ``report(fraction)`` is told the fractions of the block done as it goes (threads only).
+    """
+    report = report or _ignore
     region = task.stage.region(index)
-    block = _first_level(task, region)
+    block = _first_level(task, region, report)
     for k, (target, relative) in enumerate(zip(task.targets, task.relative, strict=True)):
         if k:
             block = coarsen(block, task.factors[k], task.aggregation, task.edge)
@@ -80,10 +98,17 @@ def run_block(task: BlockTask, index: int) -> int:
             for r, f, n in zip(region, relative, block.shape, strict=True)
         )
         target.write(out, block, task.write_empty_chunks)
+        report((1 - READ_SHARE) / len(task.targets))
     return index
 
 
-def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
+def _ignore(fraction: float) -> None:
+    """A block's progress nobody follows (a remote worker's)."""
+
+
+def _first_level(
+    task: BlockTask, region: tuple[slice, ...], report: Callable[[float], Any] = _ignore
+) -> np.ndarray:
     """The block's first target level, reduced unit by unit when the source allows it.
 
     When the block covers whole source chunks (but at the array's far edge) and every chunk
@@ -98,7 +123,12 @@ def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
         or any(c % f for c, f in zip(source.chunks, factors, strict=True))
         or not _covers_whole_chunks(region, source.chunks, source.shape)
     ):
-        return coarsen(source.read(region), factors, task.aggregation, task.edge)
+        block = coarsen(source.read(region), factors, task.aggregation, task.edge)
+        report(READ_SHARE)
+        return block
+    parts = math.prod(
+        -(-(r.stop - r.start) // c) for r, c in zip(region, source.chunks, strict=True)
+    )
     shape = tuple(
         output_length(r.stop - r.start, f, task.edge) for r, f in zip(region, factors, strict=True)
     )
@@ -111,6 +141,7 @@ def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
                 for o, f, n in zip(offset, factors, reduced.shape, strict=True)
             )
         ] = reduced
+        report(READ_SHARE / parts)
     return out
 
 
@@ -195,26 +226,68 @@ def make_executor(workers: int, scheduler: str | None = None) -> Iterator[Execut
         yield pool
 
 
+class _BlocksUnderWay:
+    """The fractions done of the blocks running on local threads, as they report them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: dict[tuple[int, int], float] = {}
+
+    def add(self, key: tuple[int, int], fraction: float) -> None:
+        with self._lock:
+            self._done[key] = self._done.get(key, 0.0) + fraction
+
+    def finish(self, key: tuple[int, int]) -> None:
+        with self._lock:
+            self._done.pop(key, None)
+
+    def total(self) -> float:
+        with self._lock:
+            return min(sum(self._done.values()), len(self._done) * 0.999)
+
+
 def run_tasks(
     executor: Executor, tasks: list[BlockTask], in_flight: int
-) -> Generator[int, None, None]:
-    """Run every block of every stage, at most ``in_flight`` at once; yield after each block.
+) -> Generator[tuple[int, float], None, None]:
+    """Run every block of every stage, at most ``in_flight`` at once.
 
-    Closing the generator stops submitting, cancels what has not started and waits for the
-    blocks already running, so nothing writes into the build folder once it returns.
+    Yields (blocks finished since the last yield, fraction of the running blocks done)
+    after each block and, on local threads, every :data:`PART_INTERVAL` seconds as the
+    running blocks progress. Closing the generator stops submitting, cancels what has not
+    started and waits for the blocks already running, so nothing writes into the build
+    folder once it returns.
     """
-    for task in tasks:
-        pending: set[Future[int]] = set()
-        submitted = 0
+    # Only a block on a thread of this process can report to us; a remote one cannot.
+    under_way = _BlocksUnderWay() if isinstance(executor, ThreadPoolExecutor) else None
+    for number, task in enumerate(tasks):
+        pending: dict[Future[int], tuple[int, int]] = {}
+        submitted, last = 0, 0.0
         try:
             while submitted < task.stage.n_blocks or pending:
                 while submitted < task.stage.n_blocks and len(pending) < in_flight:
-                    pending.add(executor.submit(run_block, task, submitted))
+                    key = (number, submitted)
+                    if under_way is None:
+                        future = executor.submit(run_block, task, submitted)
+                    else:
+                        report = functools.partial(under_way.add, key)
+                        future = executor.submit(run_block, task, submitted, report)
+                    pending[future] = key
                     submitted += 1
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                finished, _ = wait(
+                    pending,
+                    timeout=PART_INTERVAL if under_way is not None else None,
+                    return_when=FIRST_COMPLETED,
+                )
                 for future in finished:
                     future.result()
-                    yield 1
+                    key = pending.pop(future)
+                    if under_way is not None:
+                        under_way.finish(key)
+                    yield 1, under_way.total() if under_way is not None else 0.0
+                part = under_way.total() if under_way is not None else 0.0
+                if not finished and part != last:
+                    yield 0, part
+                last = part
         finally:
             for future in pending:
                 future.cancel()
@@ -342,9 +415,9 @@ def _write_levels(
         contextlib.nullcontext(executor) if executor else make_executor(plan.workers, scheduler)
     )
     with context as pool:
-        for _ in run_tasks(pool, tasks, in_flight=plan.workers):
-            done += 1
-            yield Progress(done, total, "writing")
+        for finished, part in run_tasks(pool, tasks, in_flight=plan.workers):
+            done += finished
+            yield Progress(done, total, "writing", part)
 
 
 def run_build(
@@ -358,10 +431,13 @@ def run_build(
     :class:`threading.Event`; it is checked after every block.
     """
     should_stop = cancel.is_set if hasattr(cancel, "is_set") else cancel
+    reported = -1
     try:
         while True:
             step = next(gen)
-            if progress is not None and step.phase == "writing":
+            # Called once per block, as documented; the steps in between are for viewers.
+            if progress is not None and step.phase == "writing" and step.done != reported:
+                reported = step.done
                 progress(step.done, step.total)
             if should_stop is not None and step.phase == "writing" and should_stop():
                 gen.close()

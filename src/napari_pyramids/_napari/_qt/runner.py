@@ -28,7 +28,10 @@ from ..texts import CANCELLED, built_text, failure_reason, progress_text
 from .text import notification_text
 from .worker import BuildWorker, build_worker
 
-PROGRESS_MS = 200
+# Progress is shown at most this often (each repaint recomposes the window), in steps of
+# 1/BLOCK_STEPS of a block, so that a build of two big blocks still moves in small steps.
+PROGRESS_MS = 80
+BLOCK_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,9 @@ class BuildEnd:
 class BuildRunner:
     """Runs builds in a thread worker, one at a time.
 
-    ``progressed(done, total, text)`` reports a step (``text`` empty: keep the status as it
-    is); ``finished(BuildEnd)`` is emitted once the worker has stopped.
+    ``progressed(done, total, text)`` reports a step, in 1/:data:`BLOCK_STEPS` of a block
+    (``text`` empty: keep the status as it is); ``finished(BuildEnd)`` is emitted once the
+    worker has stopped.
     """
 
     progressed = Signal(int, int, str)
@@ -76,7 +80,7 @@ class BuildRunner:
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self.worker, self._root = worker, root
-        self._pbar = napari_progress(total=total_blocks, desc="Building pyramid")
+        self._pbar = napari_progress(total=total_blocks * BLOCK_STEPS, desc="Building pyramid")
         worker.start()
 
     def cancel(self) -> bool:
@@ -100,12 +104,14 @@ class BuildRunner:
         if step is None:
             return
         cancelling = self.worker is not None and self.worker.abort_requested
-        self.progressed.emit(step.done, step.total, progress_text(step, cancelling) or "")
+        done = round((step.done + step.part) * BLOCK_STEPS)
+        total = step.total * BLOCK_STEPS
+        self.progressed.emit(done, total, progress_text(step, cancelling) or "")
         # Last: napari's bar processes events as it updates, so the build's end may be handled
         # inside this call; nothing of this (older) step may be shown after it.
         if self._pbar is not None:
-            self._pbar.total = step.total
-            self._pbar.update(step.done - self._pbar.n)
+            self._pbar.total = total
+            self._pbar.update(done - self._pbar.n)
 
     def _on_error(self, exc: BaseException) -> None:
         self._error = exc
@@ -131,10 +137,12 @@ class BuildRunner:
 
 
 def reload_layers(layers: LayerList, root: Path) -> list[tuple[Layer, Layer]]:
-    """Swap the layers showing ``root`` for its multiscale layers read back from disk.
+    """Show the pyramid of ``root`` read back from disk in the layers that show it.
 
-    Each new layer takes the place and the look of the layer it replaces. Returns the
-    (old, new) pairs.
+    Each layer keeps its identity, place and look: its data is swapped for the levels on
+    disk, one layer change instead of a removal and an insertion. A layer whose kind or
+    dimensions differ from what is on disk is replaced instead. Returns (old, new) pairs
+    (the same layer twice when it was refreshed in place).
     """
     fresh = [d for d in layer_data(root) if d[1]["metadata"][PATH_KEY] == str(root)]
     if not fresh:
@@ -144,6 +152,13 @@ def reload_layers(layers: LayerList, root: Path) -> list[tuple[Layer, Layer]]:
         index = channel_of(old, position)
         match = [d for d in fresh if d[1]["metadata"][CHANNEL_KEY] in (index, None)]
         data, kwargs, kind = (match or fresh)[0]
+        levels = data if kwargs["multiscale"] else [data]
+        if old._type_string == kind and old.ndim == levels[0].ndim:
+            old.multiscale = kwargs["multiscale"]  # napari reads it in the data setter
+            old.data = data
+            old.metadata = {**old.metadata, **kwargs["metadata"]}
+            swapped.append((old, old))
+            continue
         kwargs = {**kwargs, **display_state(old)}
         with layer_source(path=os.fspath(root), reader_plugin="napari-pyramids"):
             new = Layer.create(data, kwargs, kind)
