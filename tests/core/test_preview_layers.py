@@ -88,7 +88,8 @@ def test_deleting_a_preview_layer_gives_its_own_source_back(viewer_with_sample):
     viewer.layers.remove(preview.layers[0])
 
     assert updates == [1, 0]
-    assert nuclei.visible and membranes.visible
+    assert nuclei.visible
+    assert membranes.visible
 
 
 def test_the_look_set_on_a_preview_carries_over(viewer_with_sample):
@@ -113,7 +114,8 @@ def test_the_look_set_on_a_preview_carries_over(viewer_with_sample):
     assert tuple(nuclei.contrast_limits) == (20, 300)
     assert nuclei.colormap.name == "yellow"
     assert nuclei.opacity == pytest.approx(0.4)
-    assert nuclei.visible and membranes.visible
+    assert nuclei.visible
+    assert membranes.visible
 
 
 def test_an_impossible_preview_changes_nothing(viewer_with_sample):
