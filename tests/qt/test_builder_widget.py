@@ -93,7 +93,7 @@ def test_preview_is_multiscale_as_planned_and_writes_nothing(
     for layer in previews:
         assert layer.multiscale
         assert [tuple(level.shape) for level in layer.data] == [lv.shape[1:] for lv in plan.levels]
-    np.testing.assert_array_equal(np.asarray(previews[0].data[2]), expected[2])
+    np.testing.assert_array_equal(previews[0].data[2].computed(), expected[2])
     assert not any(layer.visible for layer in sources)
     assert tree_snapshot(sample_path) == before
 
