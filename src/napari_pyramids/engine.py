@@ -6,18 +6,22 @@ of one stage never share an output chunk, so tasks need no coordination; stages 
 the other because a later stage reads what an earlier one wrote.
 
 The build is a generator (:func:`iter_build`) yielding :class:`Progress` after every block,
-and in between as the blocks running on local threads read their source chunks, so a caller
-can show progress a person can follow and stop it between blocks; closing the generator cancels the
-build and leaves the image exactly as it was.
+and in between as the blocks running on local threads report their parts (every block reports
+at least :data:`BLOCK_PARTS` of them), in steps of at most 1/:data:`PROGRESS_STEPS` of the whole
+build, so a caller can show progress a person can follow even for a build of one or two
+blocks, and stop it between blocks; closing the generator cancels the build and leaves the
+image exactly as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
+import queue
 import sys
-import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -47,8 +51,13 @@ from .storage import (
 
 # How long to try reaching a scheduler named on the command line before saying so.
 SCHEDULER_TIMEOUT = "10s"
-# How often, at most, the progress of blocks under way is reported (a block may take minutes).
-PART_INTERVAL = 0.1
+# A block on a local thread reports its work in at least this many parts (a block may take
+# minutes, and a build may be one or two blocks)...
+BLOCK_PARTS = 32
+# ...and the build yields its progress in steps of at least 1/PROGRESS_STEPS of its work,
+# at most once per PART_INTERVAL seconds between block ends (no viewer shows more).
+PROGRESS_STEPS = 200
+PART_INTERVAL = 0.02
 # The share of a block's work reported as its source is read and reduced; the rest as its
 # levels are written.
 READ_SHARE = 0.8
@@ -123,9 +132,12 @@ def _first_level(
         or any(c % f for c, f in zip(source.chunks, factors, strict=True))
         or not _covers_whole_chunks(region, source.chunks, source.shape)
     ):
-        block = coarsen(source.read(region), factors, task.aggregation, task.edge)
-        report(READ_SHARE)
-        return block
+        data = source.read(region)
+        if callable(task.aggregation):
+            report(READ_SHARE)
+            return coarsen(data, factors, task.aggregation, task.edge)
+        report(READ_SHARE / 2)
+        return _coarsen_in_strips(data, factors, task, BLOCK_PARTS, READ_SHARE / 2, report)
     parts = math.prod(
         -(-(r.stop - r.start) // c) for r, c in zip(region, source.chunks, strict=True)
     )
@@ -133,15 +145,47 @@ def _first_level(
         output_length(r.stop - r.start, f, task.edge) for r, f in zip(region, factors, strict=True)
     )
     out = np.empty(shape, dtype=source.dtype)
+    strips = -(-BLOCK_PARTS // parts)
     for offset, part in source.read_parts(region):
-        reduced = coarsen(part, factors, task.aggregation, task.edge)
+        reduced = _coarsen_in_strips(part, factors, task, strips, READ_SHARE / parts, report)
         out[
             tuple(
                 slice(o // f, o // f + n)
                 for o, f, n in zip(offset, factors, reduced.shape, strict=True)
             )
         ] = reduced
-        report(READ_SHARE / parts)
+    return out
+
+
+def _coarsen_in_strips(
+    data: np.ndarray,
+    factors: tuple[int, ...],
+    task: BlockTask,
+    strips: int,
+    share: float,
+    report: Callable[[float], Any],
+) -> np.ndarray:
+    """``data`` coarsened in up to ``strips`` slabs of whole windows, reporting ``share`` in all.
+
+    Windows never straddle two slabs, so the values are those of one coarsening of the whole.
+    """
+    lengths = [output_length(n, f, task.edge) for n, f in zip(data.shape, factors, strict=True)]
+    axis = int(np.argmax(lengths)) if lengths else 0
+    count = min(strips, lengths[axis]) if lengths else 1
+    if count <= 1:
+        reduced = coarsen(data, factors, task.aggregation, task.edge)
+        report(share)
+        return reduced
+    out = np.empty(lengths, dtype=data.dtype)
+    bounds = [lengths[axis] * i // count for i in range(count + 1)]
+    for start, stop in itertools.pairwise(bounds):
+        f = factors[axis]
+        source = [slice(None)] * data.ndim
+        source[axis] = slice(start * f, min(stop * f, data.shape[axis]))
+        target = [slice(None)] * data.ndim
+        target[axis] = slice(start, stop)
+        out[tuple(target)] = coarsen(data[tuple(source)], factors, task.aggregation, task.edge)
+        report(share / count)
     return out
 
 
@@ -226,68 +270,92 @@ def make_executor(workers: int, scheduler: str | None = None) -> Iterator[Execut
         yield pool
 
 
-class _BlocksUnderWay:
-    """The fractions done of the blocks running on local threads, as they report them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._done: dict[tuple[int, int], float] = {}
-
-    def add(self, key: tuple[int, int], fraction: float) -> None:
-        with self._lock:
-            self._done[key] = self._done.get(key, 0.0) + fraction
-
-    def finish(self, key: tuple[int, int]) -> None:
-        with self._lock:
-            self._done.pop(key, None)
-
-    def total(self) -> float:
-        with self._lock:
-            return min(sum(self._done.values()), len(self._done) * 0.999)
-
-
 def run_tasks(
     executor: Executor, tasks: list[BlockTask], in_flight: int
 ) -> Generator[tuple[int, float], None, None]:
     """Run every block of every stage, at most ``in_flight`` at once.
 
     Yields (blocks finished since the last yield, fraction of the running blocks done)
-    after each block and, on local threads, every :data:`PART_INTERVAL` seconds as the
-    running blocks progress. Closing the generator stops submitting, cancels what has not
-    started and waits for the blocks already running, so nothing writes into the build
-    folder once it returns.
+    after each block and, on local threads, whenever the running blocks' reported parts
+    add up to another 1/:data:`PROGRESS_STEPS` of all the blocks (at most once per
+    :data:`PART_INTERVAL`). Closing the generator stops
+    submitting, cancels what has not started and waits for the blocks already running, so
+    nothing writes into the build folder once it returns.
     """
-    # Only a block on a thread of this process can report to us; a remote one cannot.
-    under_way = _BlocksUnderWay() if isinstance(executor, ThreadPoolExecutor) else None
+    if not isinstance(executor, ThreadPoolExecutor):
+        # A block on a remote worker cannot report its parts: whole blocks only.
+        yield from _run_remote(executor, tasks, in_flight)
+        return
+    total = sum(task.stage.n_blocks for task in tasks)
+    step = total / PROGRESS_STEPS
+    # Parts and ends arrive in one queue, in the order each thread sent them: a block's
+    # parts always come before its end.
+    events: queue.SimpleQueue[tuple[tuple[int, int], float | Future[int]]] = queue.SimpleQueue()
     for number, task in enumerate(tasks):
-        pending: dict[Future[int], tuple[int, int]] = {}
-        submitted, last = 0, 0.0
+        under_way: dict[tuple[int, int], float] = {}
+        pending: set[Future[int]] = set()
+        submitted, shown, shown_at = 0, 0.0, 0.0
         try:
             while submitted < task.stage.n_blocks or pending:
                 while submitted < task.stage.n_blocks and len(pending) < in_flight:
                     key = (number, submitted)
-                    if under_way is None:
-                        future = executor.submit(run_block, task, submitted)
-                    else:
-                        report = functools.partial(under_way.add, key)
-                        future = executor.submit(run_block, task, submitted, report)
-                    pending[future] = key
+                    report = functools.partial(_put_part, events, key)
+                    future = executor.submit(run_block, task, submitted, report)
+                    future.add_done_callback(functools.partial(_put_end, events, key))
+                    pending.add(future)
+                    under_way[key] = 0.0
                     submitted += 1
-                finished, _ = wait(
-                    pending,
-                    timeout=PART_INTERVAL if under_way is not None else None,
-                    return_when=FIRST_COMPLETED,
-                )
+                key, event = events.get()
+                if isinstance(event, Future):
+                    event.result()
+                    pending.discard(event)
+                    under_way.pop(key, None)
+                    shown = _running_part(under_way)
+                    yield 1, shown
+                elif key in under_way:
+                    under_way[key] += event
+                    part = _running_part(under_way)
+                    now = time.monotonic()
+                    if part - shown >= step and now - shown_at >= PART_INTERVAL:
+                        shown, shown_at = part, now
+                        yield 0, part
+        finally:
+            for future in pending:
+                future.cancel()
+            wait(pending)
+
+
+def _put_part(events: queue.SimpleQueue[Any], key: tuple[int, int], fraction: float) -> None:
+    """Tell the build a block under way did ``fraction`` more of its work."""
+    events.put((key, fraction))
+
+
+def _put_end(events: queue.SimpleQueue[Any], key: tuple[int, int], future: Future[int]) -> None:
+    """Tell the build a block ended (done, failed or cancelled)."""
+    events.put((key, future))
+
+
+def _running_part(under_way: Mapping[tuple[int, int], float]) -> float:
+    """The blocks under way, in blocks: each counts less than a whole until it has ended."""
+    return sum(min(done, 0.999) for done in under_way.values())
+
+
+def _run_remote(
+    executor: Executor, tasks: list[BlockTask], in_flight: int
+) -> Generator[tuple[int, float], None, None]:
+    """:func:`run_tasks` on a dask.distributed cluster: progress after each whole block."""
+    for task in tasks:
+        pending: set[Future[int]] = set()
+        submitted = 0
+        try:
+            while submitted < task.stage.n_blocks or pending:
+                while submitted < task.stage.n_blocks and len(pending) < in_flight:
+                    pending.add(executor.submit(run_block, task, submitted))
+                    submitted += 1
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     future.result()
-                    key = pending.pop(future)
-                    if under_way is not None:
-                        under_way.finish(key)
-                    yield 1, under_way.total() if under_way is not None else 0.0
-                part = under_way.total() if under_way is not None else 0.0
-                if not finished and part != last:
-                    yield 0, part
-                last = part
+                    yield 1, 0.0
         finally:
             for future in pending:
                 future.cancel()

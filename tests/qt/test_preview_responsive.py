@@ -109,10 +109,13 @@ def test_progress_counts_parts_of_blocks_in_the_widget(qtbot, viewer_and_builder
     values = []
     widget.progress.changed.connect(values.append)
 
+    shown, in_dock = [], []
+    widget._runner.progressed.connect(lambda done, total, text: shown.append(done))
     with qtbot.waitSignal(widget.events.build_finished, timeout=BUILD_TIMEOUT):
         widget.build.clicked()
         steps = []
         widget.worker.yielded.connect(steps.append)
+        widget._runner._pbar.events.value.connect(lambda event: in_dock.append(event.value))
 
     writing = [s for s in steps if s.phase == "writing"]
     total = writing[-1].total
@@ -122,3 +125,5 @@ def test_progress_counts_parts_of_blocks_in_the_widget(qtbot, viewer_and_builder
     assert widget.progress.max == total * 100  # in hundredths of a block
     assert widget.progress.value == widget.progress.max
     assert values == sorted(values)
+    assert len(set(shown)) >= 2
+    assert in_dock == shown  # napari's activity dock shows every value the widget shows

@@ -8,6 +8,7 @@ build, :func:`reload_layers` swaps the image's layers for the pyramid read back 
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,10 @@ from ..texts import CANCELLED, built_text, failure_reason, progress_text
 from .text import notification_text
 from .worker import BuildWorker, build_worker
 
-# Progress is shown at most this often (each repaint recomposes the window), in steps of
-# 1/BLOCK_STEPS of a block, so that a build of two big blocks still moves in small steps.
+# Progress is shown at most this often (each repaint recomposes the window), and at the
+# latest this long after the engine reported it: 25 updates in a 2 s build, given the engine's
+# steps (at least 32 a block). Shown in steps of 1/BLOCK_STEPS of a block, so that a build of
+# two big blocks still moves in small steps.
 PROGRESS_MS = 80
 BLOCK_STEPS = 100
 
@@ -60,6 +63,7 @@ class BuildRunner:
         self._error: BaseException | None = None
         self._pbar: napari_progress | None = None
         self._step: Progress | None = None
+        self._shown_at = 0.0
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(PROGRESS_MS)
@@ -94,20 +98,24 @@ class BuildRunner:
         # Repaints are coalesced: every one recomposes the whole window (the OpenGL canvas
         # included), which costs tens of ms with software rendering.
         self._step = step
-        if step.phase != "writing":
+        wait_ms = PROGRESS_MS - (time.monotonic() - self._shown_at) * 1000
+        if step.phase != "writing" or wait_ms <= 0:
+            self._timer.stop()
             self._show_progress()
         elif not self._timer.isActive():
-            self._timer.start()
+            self._timer.start(max(1, round(wait_ms)))
 
     def _show_progress(self) -> None:
         step = self._step
         if step is None:
             return
+        self._shown_at = time.monotonic()
         cancelling = self.worker is not None and self.worker.abort_requested
         done = round((step.done + step.part) * BLOCK_STEPS)
         total = step.total * BLOCK_STEPS
         self.progressed.emit(done, total, progress_text(step, cancelling) or "")
-        # Last: napari's bar processes events as it updates, so the build's end may be handled
+        # The activity dock shows every value the widget shows. Last: napari's bar processes
+        # events as it updates, so the build's end may be handled
         # inside this call; nothing of this (older) step may be shown after it.
         if self._pbar is not None:
             self._pbar.total = total
