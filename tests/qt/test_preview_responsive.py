@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -109,8 +111,9 @@ def test_progress_counts_parts_of_blocks_in_the_widget(qtbot, viewer_and_builder
     values = []
     widget.progress.changed.connect(values.append)
 
-    shown, in_dock = [], []
+    shown, in_dock, said = [], [], []
     widget._runner.progressed.connect(lambda done, total, text: shown.append(done))
+    widget._runner.progressed.connect(lambda done, total, text: said.append((done, total, text)))
     with qtbot.waitSignal(widget.events.build_finished, timeout=BUILD_TIMEOUT):
         widget.build.clicked()
         steps = []
@@ -127,3 +130,10 @@ def test_progress_counts_parts_of_blocks_in_the_widget(qtbot, viewer_and_builder
     assert values == sorted(values)
     assert len(set(shown)) >= 2
     assert in_dock == shown  # napari's activity dock shows every value the widget shows
+    writing_said = [(d, t, text) for d, t, text in said if text.startswith("Writing")]
+    assert writing_said
+    for done, total, text in writing_said:
+        # In percent of the whole build (as the bar shows it), not in blocks nobody sees.
+        match = re.fullmatch(r"Writing the new levels: (\d+) % done", text)
+        assert match, text
+        assert abs(int(match[1]) - 100 * done / total) <= 1

@@ -53,8 +53,8 @@ from ..texts import (
     building_text,
     describe_on_disk,
     describe_plan,
-    failure_reason,
     nothing_to_build,
+    preview_failed_text,
     preview_text,
 )
 from .runner import BLOCK_STEPS, BuildEnd, BuildRunner, reload_layers
@@ -305,7 +305,7 @@ class PyramidBuilder(Container):
             layer.refresh()
         pyramid = self._preview.pyramid
         if pyramid is not None and pyramid.error is not None:
-            self._say(f"Preview failed: {failure_reason(pyramid.error)}")
+            self._say(preview_failed_text(pyramid.error))
         self.events.preview_redrawn.emit()
 
     # ----------------------------------------------------------------- build
