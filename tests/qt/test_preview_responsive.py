@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import zarr
 
 from conftest import GatedExecutor
 from imaging import reference_pyramid
@@ -137,3 +138,19 @@ def test_progress_counts_parts_of_blocks_in_the_widget(qtbot, viewer_and_builder
         match = re.fullmatch(r"Writing the new levels: (\d+) % done", text)
         assert match, text
         assert abs(int(match[1]) - 100 * done / total) <= 1
+
+
+def test_sample_builds_whole_when_build_is_clicked_at_once(qtbot, viewer_and_builder):
+    viewer, widget = viewer_and_builder
+    layers = viewer.open_sample("napari-pyramids", "sample", size=1024)
+    root = layers[0].metadata["napari_pyramids_path"]
+    widget.num_levels.value = 2
+
+    # The sample's chunks may still be on their way to disk: the build waits for them.
+    with qtbot.waitSignal(widget.events.build_finished, timeout=BUILD_TIMEOUT) as outcome:
+        widget.build.clicked()
+
+    assert outcome.args[0] == "built"
+    expected = reference_pyramid(sample_planes(1024, 4), (1, 1, 2, 2), 2, "mean")
+    np.testing.assert_array_equal(zarr.open_array(f"{root}/1", mode="r")[...], expected[1])
+    np.testing.assert_array_equal(np.asarray(layers[0].data[1]), expected[1][0])

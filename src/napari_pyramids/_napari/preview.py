@@ -59,12 +59,16 @@ def tile_pyramid(
         If no pyramid can be planned.
     """
     from ..storage import open_level
+    from .sample_data import sample_level0
 
     _, aggregation = choose_method(image, options)
     factors = level_factors(image, options)
     count = num_levels_for(image, options, factors)
     shapes = level_shapes(image, count, factors, options.edge)
-    level0 = open_level(image, image.level0.path)
+    # A sample whose chunks are still being written is read as it is computed.
+    level0 = sample_level0(image.root)
+    if level0 is None:
+        level0 = open_level(image, image.level0.path)
     return TilePyramid(
         level0, shapes, factors, aggregation, options.edge, image.yx_axes, executor, on_ready
     )
