@@ -60,12 +60,12 @@ def test_sample_opens_and_is_listed_with_sensible_defaults(viewer_and_builder):
     assert widget.method.value == "mean"
     assert "level 2 (2): 2×4×256×256" in widget.summary.value
     assert "on disk" in widget.summary.value
-    # Shown at once (its chunks are written in a thread), whole on disk soon after.
+    # Listed at once (its chunks are written in a thread), whole on disk soon after.
+    assert wait_for_sample(root, timeout=60)
     expected = sample_planes(1024, 4)
+    np.testing.assert_array_equal(zarr.open_array(str(root / "0"), mode="r")[...], expected)
     z = viewer.dims.current_step[0]
     np.testing.assert_array_equal(np.asarray(layers[1].data[z]), expected[1, z])
-    assert wait_for_sample(root, timeout=60)
-    np.testing.assert_array_equal(zarr.open_array(str(root / "0"), mode="r")[...], expected)
     assert sample_level0(root) is None
 
 

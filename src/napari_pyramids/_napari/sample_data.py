@@ -6,16 +6,17 @@ shot noise), so mean, median and mode give visibly different pyramids.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-
-from .layers import CHANNEL_KEY
 
 CHANNELS = (("nuclei", "00FFFF"), ("membranes", "FF00FF"))
 # Level 0's chunks (Y and X), written and computed one at a time.
@@ -107,7 +108,10 @@ def lazy_sample(size: int, depth: int, seed: int = 0) -> Any:
     n = -(-size // CHUNK)
     yx = tuple(min(CHUNK, size - i * CHUNK) for i in range(n))
     chunks = ((1,) * len(CHANNELS), (1,) * depth, yx, yx)
-    return da.map_blocks(block, chunks=chunks, dtype=np.uint16, meta=np.empty((0,) * 4, np.uint16))
+    # A name of its own: napari's dask cache fails when two threads compute one key at once.
+    name = f"napari-pyramids-sample-{uuid.uuid4().hex}"
+    meta = np.empty((0,) * 4, np.uint16)
+    return da.map_blocks(block, chunks=chunks, dtype=np.uint16, meta=meta, name=name)
 
 
 def write_sample_image(
@@ -170,37 +174,39 @@ def _create_sample(path: Path, zarr_format: int, size: int, depth: int) -> Any:
     return array
 
 
-def write_sample_in_background(
+def begin_sample(
     path: str | os.PathLike[str], *, zarr_format: int = 2, size: int = 2048, depth: int = 4
-) -> Any:
-    """Write the sample's metadata now and its chunks in a thread; return level 0, lazily.
+) -> Iterator[tuple[int, int]]:
+    """Write the sample's metadata and empty level 0 now; return a generator writing its chunks.
 
-    The returned dask array computes the same values as the chunks being written, so a
-    viewer can show it at once. Until the thread is done, :func:`sample_level0` gives that
-    array for ``path`` and :func:`wait_for_sample` blocks.
+    The generator yields (channel, z) after each plane, the plane napari shows first first.
+    Until it has ended, :func:`sample_level0` gives level 0 computed lazily (the same values)
+    for ``path`` and :func:`wait_for_sample` blocks.
     """
     path = Path(path)
     array = _create_sample(path, zarr_format, size, depth)
-    lazy = lazy_sample(size, depth)
     done = threading.Event()
-    _WRITING[path] = (done, lazy)
+    _WRITING[path] = (done, functools.partial(lazy_sample, size, depth))
 
-    def write() -> None:
+    def write() -> Iterator[tuple[int, int]]:
         try:
             for index in _chunk_indices(size, depth):
                 array[_chunk_region(index, size)] = sample_chunk(index, size, depth)
+                if index[2:] == (-(-size // CHUNK) - 1,) * 2:
+                    yield index[:2]
         finally:
             _WRITING.pop(path, None)
             done.set()
 
-    threading.Thread(target=write, name="napari-pyramids-sample", daemon=True).start()
-    return lazy
+    return write()
 
 
 def sample_level0(root: str | os.PathLike[str]) -> Any | None:
-    """The lazily computed level 0 of a sample still being written at ``root``, else None."""
+    """The lazily computed level 0 of a sample still being written at ``root``, else None.
+
+    Each call gives a new dask array (keys of its own)."""
     entry = _WRITING.get(Path(root))
-    return None if entry is None else entry[1]
+    return None if entry is None else entry[1]()
 
 
 def wait_for_sample(root: str | os.PathLike[str], timeout: float | None = None) -> bool:
@@ -213,30 +219,3 @@ def temporary_sample_image(zarr_format: int = 2, size: int = 2048) -> Path:
     """Write the sample image into a new temporary folder."""
     folder = Path(tempfile.mkdtemp(prefix="napari-pyramids-sample-"))
     return write_sample_image(folder / "sample.ome.zarr", zarr_format=zarr_format, size=size)
-
-
-def sample_data(size: int = 2048, zarr_format: int = 2) -> list:
-    """npe2 sample: the sample image in a temporary folder, as layers shown at once.
-
-    The metadata is written now and the chunks in a thread (seconds for 2048²), so napari
-    does not wait; the layers show the same values computed as they are drawn. Their
-    metadata names the image group, as our reader's does, so the Pyramid Builder lists and
-    builds it in place (a build or preview waits for the last chunk). The folder is removed
-    when Python exits.
-    """
-    import atexit
-    import shutil
-
-    from .layers import layer_data
-
-    folder = Path(tempfile.mkdtemp(prefix="napari-pyramids-sample-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    path = folder / "sample.ome.zarr"
-    lazy = write_sample_in_background(path, zarr_format=zarr_format, size=size)
-    layers = layer_data(path)
-    return [(lazy[kwargs["metadata"][CHANNEL_KEY]], kwargs, kind) for _, kwargs, kind in layers]
-
-
-def sample_data_v3(size: int = 2048) -> list:
-    """npe2 sample: the same image as zarr v3 / NGFF 0.5."""
-    return sample_data(size=size, zarr_format=3)
