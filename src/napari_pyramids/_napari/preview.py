@@ -21,7 +21,7 @@ from psygnal import Signal
 from ..ome.image import OmeZarrImage
 from ..options import BuildOptions
 from ..pyramid.plan import choose_method, level_factors, level_shapes, num_levels_for
-from ..system import cpu_count
+from ..system import lower_thread_priority
 from .layers import CHANNEL_KEY, PREVIEW_KEY, LayerData, image_layers, labels_layer
 from .picker import channel_of, source_layers
 from .preview_tiles import TilePyramid
@@ -67,10 +67,21 @@ def tile_pyramid(
     shapes = level_shapes(image, count, factors, options.edge)
     # A sample whose chunks are still being written is read as it is computed.
     level0 = sample_level0(image.root)
-    if level0 is None:
-        level0 = open_level(image, image.level0.path)
+    if level0 is not None:
+        reader = sample_level0(image.root)
+    else:  # two dask arrays of the level: napari reads one, the tiles the other
+        level0, reader = open_level(image, image.level0.path), open_level(image, image.level0.path)
     return TilePyramid(
-        level0, shapes, factors, aggregation, options.edge, image.yx_axes, executor, on_ready
+        level0,
+        shapes,
+        factors,
+        aggregation,
+        options.edge,
+        image.yx_axes,
+        executor,
+        on_ready,
+        source=(str(image.root), image.level0.path),
+        reader=reader,
     )
 
 
@@ -108,6 +119,8 @@ class PreviewLayers:
             If no pyramid can be planned; the layers are then left as they were.
         """
         pyramid = tile_pyramid(image, options, self._executor(), self.tiles_ready.emit)
+        if self.pyramid is not None:
+            pyramid.adopt(self.pyramid)  # what the new settings share is not computed again
         levels = pyramid.levels
         if image.is_label:
             planned: list[LayerData] = [labels_layer(image, levels)]
@@ -177,8 +190,10 @@ class PreviewLayers:
         if self.executor is not None:
             return self.executor
         if self._own_executor is None:
+            # One thread, below napari's priority: the viewer stays responsive on a loaded
+            # machine, and tiles come coarse level first anyway.
             self._own_executor = ThreadPoolExecutor(
-                max(1, cpu_count() - 1), thread_name_prefix="pyramid-preview"
+                1, thread_name_prefix="pyramid-preview", initializer=lower_thread_priority
             )
         return self._own_executor
 

@@ -65,8 +65,14 @@ class TilePyramid:
         executor: Executor,
         on_ready: Callable[[], None] = lambda: None,
         cache_bytes: int = CACHE_BYTES,
+        source: Any = None,
+        reader: Any = None,
     ) -> None:
         self.level0 = level0
+        # Tiles read level 0 through ``reader`` (the same values): a dask array napari computes
+        # on its thread must not be computed here at the same time (napari's dask cache fails).
+        self.reader = level0 if reader is None else reader
+        self.source = source  # names level 0 for :meth:`adopt` (None: never shared)
         self.shapes = [tuple(int(n) for n in s) for s in shapes]
         self.factors = tuple(factors)
         self.aggregation, self.edge = aggregation, edge
@@ -125,6 +131,34 @@ class TilePyramid:
             self._jobs.clear()
             self._queued.clear()
             self._idle.notify_all()
+
+    def adopt(self, other: TilePyramid) -> None:
+        """Take over the tiles of ``other``, an earlier preview, that this one would compute.
+
+        Sketches depend only on level 0, the factors and the level's shape; exact tiles also
+        on the method and the edges. A change of levels keeps every tile, a change of method
+        keeps the sketches, so the viewer is not made to wait for them again.
+        """
+        if self.source is None or other.source != self.source:
+            return
+        if other.tile != self.tile or other.factors != self.factors:
+            return
+        same_method = other.aggregation == self.aggregation and other.edge == self.edge
+        common = 0
+        while common < min(len(self.shapes), len(other.shapes)) and (
+            self.shapes[common] == other.shapes[common]
+        ):
+            common += 1
+        with other._lock:
+            sketches = [(k, t) for k, t in other._sketch.items() if k[0] < common]
+            exact = [(k, t) for k, t in other._exact.items() if same_method and k[0] < common]
+        with self._lock:
+            for cache, tiles in ((self._sketch, sketches), (self._exact, exact)):
+                for key, tile in tiles:
+                    if self._bytes + tile.nbytes > self._cache_bytes:
+                        return
+                    cache[key] = tile
+                    self._bytes += tile.nbytes
 
     # ------------------------------------------------------------------ tiles
     def _tiles_over(self, level: int, region: Sequence[tuple[int, int]]) -> Any:
@@ -226,7 +260,7 @@ class TilePyramid:
             slice(a * s, min(b * s, n), s)
             for (a, b), s, n in zip(region, steps, self.shapes[0], strict=True)
         )
-        part = np.asarray(self.level0[read])
+        part = np.asarray(self.reader[read])
         return part[tuple(slice(0, b - a) for a, b in region)]
 
     def _exact_tile(self, level: int, index: tuple[int, ...]) -> np.ndarray:
@@ -251,7 +285,7 @@ class TilePyramid:
     def _assemble(self, level: int, region: Sequence[tuple[int, int]]) -> np.ndarray:
         """``region`` of ``level`` exactly: read from level 0, or from exact tiles."""
         if level == 0:
-            return np.asarray(self.level0[tuple(slice(a, b) for a, b in region)])
+            return np.asarray(self.reader[tuple(slice(a, b) for a, b in region)])
         out = np.empty(tuple(b - a for a, b in region), dtype=self.dtype)
         for index in self._tiles_over(level, region):
             tile = self._exact_tile(level, index)
