@@ -1,18 +1,22 @@
-"""How the Pyramid Builder feels: preview latency and the worst UI stall during a build.
+"""How the Pyramid Builder feels: main-thread stalls, preview latency, reload against napari.
 
 Run under a real X display (not part of the test suite; timings are never asserted)::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/gui_latency.py [--size 8192]
 
-It writes a SIZE x SIZE uint16 plane (level 0 only, 512 x 512 chunks) into a temporary
-folder, opens it in napari with the widget docked, and reports:
+A QTimer ticks every 10 ms on napari's (UI) thread; a gap between ticks is a stall the user
+feels. It writes a SIZE x SIZE uint16 plane (level 0 only, 512 x 512 chunks) into a
+temporary folder, opens it in napari with the widget docked, and reports:
 
-- preview latency: from clicking Preview to the first frame the canvas draws with the
-  preview layer, for the whole plane in view, again after a parameter change, and zoomed
-  in to 1:1 (where only the visible tiles of level 0 are read);
-- cancel: from Cancel (clicked after the first block) to the image restored;
-- UI stall during a build: a QTimer ticks every 10 ms on the UI thread; the worst gap
-  between ticks while the build writes, and including the reload of the layers at the end.
+- File > Open Sample: the worst stall while the sample is made and opened;
+- preview: from clicking Preview to the first frame drawn with the preview layer, to the
+  tiles in view computed exactly, and the worst stall meanwhile;
+- each setting change with the preview shown (levels, method mean/median/max/mode, factor,
+  edges): the worst stall from the change until its preview is computed and drawn;
+- clicking Build and the build itself (worst stall while writing), its progress updates;
+- the reload after the build (the stall of the widget's swap of the layers) against
+  napari-ome-zarr opening the same image in the same run;
+- cancel: from Cancel (clicked after the first block) to the image restored.
 """
 
 from __future__ import annotations
@@ -74,12 +78,88 @@ class FrameClock:
         raise TimeoutError("no frame drawn")
 
 
-def measure_preview(viewer, widget, clock, app) -> float:
-    """Seconds from a Preview click to the first frame drawn with the preview layer."""
+class Heartbeat:
+    """Ticks of a 10 ms QTimer on the UI thread; gaps between them are stalls."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.ticks: list[float] = []
+        self._timer = QTimer()
+        self._timer.setInterval(10)
+        self._timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self._timer.start()
+
+    def worst_ms(self, start: float, end: float | None = None) -> float:
+        """The longest gap between ticks in [start, end], in ms (end: now)."""
+        end = time.perf_counter() if end is None else end
+        stamps = [start, *(t for t in self.ticks if start < t <= end), end]
+        return float(np.diff(stamps).max() * 1000)
+
+
+def run_for(app, seconds: float) -> None:
+    """Let the event loop run (as napari's would) for ``seconds``."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.002)
+
+
+def settle_preview(widget, app, timeout: float = 120.0) -> float:
+    """Run the event loop until the preview's tiles in view are computed and drawn."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        app.processEvents()
+        if not _computing(widget) and not widget._debounce.isActive():
+            run_for(app, 0.05)  # a redraw may still queue new tiles
+            if not _computing(widget):
+                return time.perf_counter()
+        time.sleep(0.002)
+    raise TimeoutError("the preview did not settle")
+
+
+def _computing(widget) -> bool:
+    """Whether preview tiles are queued, computing or waiting to be drawn."""
+    pyramid = getattr(widget._preview, "pyramid", None)  # none before tiled previews
+    redraw = getattr(widget, "_redraw", None)
+    return bool(
+        (pyramid is not None and (pyramid._jobs or pyramid._running))
+        or (redraw is not None and redraw.isActive())
+    )
+
+
+def measure_preview(widget, clock, beat, app) -> dict:
+    """From a Preview click: first frame with the preview layer, all tiles in view exact."""
     start = time.perf_counter()
     widget.preview.clicked()
     assert widget.preview_layers, widget.status.value
-    return clock.first_after(start, app) - start
+    first = clock.first_after(start, app) - start
+    done = settle_preview(widget, app)
+    return {
+        "first_frame_s": first,
+        "exact_in_view_s": done - start,
+        "worst_stall_ms": beat.worst_ms(start, done),
+    }
+
+
+def measure_change(widget, name, value, beat, app) -> dict:
+    """A setting changed with the preview shown, until its new preview is drawn exactly."""
+    start = time.perf_counter()
+    widget[name].value = value
+    done = settle_preview(widget, app)
+    return {"settled_s": done - start, "worst_stall_ms": beat.worst_ms(start, done)}
+
+
+def measure_sample(viewer, beat, app) -> dict:
+    """File > Open Sample > napari-pyramids, as the menu runs it."""
+    start = time.perf_counter()
+    layers = viewer.open_sample("napari-pyramids", "sample")
+    opened = time.perf_counter()
+    run_for(app, 0.5)
+    result = {"open_s": opened - start, "worst_stall_ms": beat.worst_ms(start)}
+    for layer in layers:
+        viewer.layers.remove(layer)
+    return result
 
 
 def measure_cancel(widget) -> float:
@@ -106,6 +186,58 @@ def measure_cancel(widget) -> float:
     return time.perf_counter() - clicked[0]
 
 
+def measure_build(viewer, widget, beat, app, workers) -> dict:
+    """Click Build with the preview shown; stalls while writing and in the reload."""
+    from qtpy.QtCore import QEventLoop
+
+    done: list[str] = []
+    widget.events.build_finished.connect(done.append)
+    updates: list[int] = []
+    widget._runner.progressed.connect(lambda d, t, text: updates.append(d))
+    reload: list[float] = []
+    show_built = widget._show_built
+
+    def stamped(root) -> None:  # the worker is done: what follows is the reload
+        reload.append(time.perf_counter())
+        show_built(root)
+        reload.append(time.perf_counter())
+
+    widget._show_built = stamped
+    if workers is not None:
+        widget.workers = workers
+    start = time.perf_counter()
+    widget.build.clicked()
+    clicked = time.perf_counter()
+    # A refused build finishes nothing: say why instead of waiting forever.
+    assert widget.status.value.startswith("Building"), widget.status.value
+    loop = QEventLoop()  # napari's own event loop, as a user runs it
+    widget.events.build_finished.connect(loop.quit)
+    loop.exec()
+    end = time.perf_counter()
+    run_for(app, 0.5)  # let the reloaded layers draw
+    return {
+        "outcome": done[0],
+        "click_s": clicked - start,
+        "build_s": end - start,
+        "progress_updates": len(updates),
+        "worst_stall_while_writing_ms": beat.worst_ms(start, reload[0]),
+        "reload_stall_s": reload[1] - reload[0],
+        "worst_stall_including_reload_ms": beat.worst_ms(start),
+        "reloaded_levels": len(viewer.layers[0].data) if viewer.layers[0].multiscale else 1,
+    }
+
+
+def measure_napari_ome_zarr(viewer, path, app) -> float:
+    """Seconds napari-ome-zarr takes to open the image (all on the UI thread)."""
+    start = time.perf_counter()
+    layers = viewer.open(str(path), plugin="napari-ome-zarr")
+    seconds = time.perf_counter() - start
+    run_for(app, 0.3)
+    for layer in layers:
+        viewer.layers.remove(layer)
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8192)
@@ -116,7 +248,6 @@ def main() -> int:
     args = parser.parse_args()
 
     import napari
-    from qtpy.QtCore import QEventLoop, QTimer
     from qtpy.QtWidgets import QApplication
 
     folder = Path(tempfile.mkdtemp(prefix="napari-pyramids-gui-bench-"))
@@ -127,84 +258,34 @@ def main() -> int:
         _, widget = viewer.window.add_plugin_dock_widget("napari-pyramids", "Pyramid Builder")
         app = QApplication.instance()
         clock = FrameClock(viewer)
+        beat = Heartbeat()
+        results: dict = {"size": args.size, "cpus": os.cpu_count()}
+        results["open_sample"] = measure_sample(viewer, beat, app)
+
         [source] = viewer.open(str(path), plugin="napari-pyramids")
         viewer.reset_view()
-        for _ in range(20):
-            app.processEvents()
-        results = {"size": args.size, "levels": widget.num_levels.value}
-
-        results["preview_whole_plane_s"] = measure_preview(viewer, widget, clock, app)
-        widget.method.value = "max"  # a parameter change: the debounced refresh
-        widget._debounce.stop()
-        results["preview_after_change_s"] = measure_preview(viewer, widget, clock, app)
+        run_for(app, 0.5)
+        results["levels"] = widget.num_levels.value
+        results["preview"] = measure_preview(widget, clock, beat, app)
+        changes = [
+            ("num_levels", widget.num_levels.value - 1),
+            ("method", "median"), ("method", "max"), ("method", "mode"), ("method", "mean"),
+            ("coarsening_xy", 3), ("coarsening_xy", 2),
+            ("edge", "keep"), ("edge", "trim"),
+            ("num_levels", widget.num_levels.value),
+        ]  # fmt: skip
+        results["changes"] = {
+            f"{name}={value}": measure_change(widget, name, value, beat, app)
+            for name, value in changes
+        }
         viewer.camera.zoom = 1.0  # 1:1 at the centre: only the visible tiles of level 0
-        for _ in range(20):
-            app.processEvents()
-        results["preview_zoomed_1to1_s"] = measure_preview(viewer, widget, clock, app)
-        # The build is measured on its own: no preview to re-render, the view settled.
-        for layer in list(widget.preview_layers):
-            viewer.layers.remove(layer)
+        run_for(app, 0.3)
+        results["preview_zoomed_1to1"] = measure_preview(widget, clock, beat, app)
         viewer.reset_view()
-        settle = QEventLoop()
-        QTimer.singleShot(1000, settle.quit)
-        settle.exec()
-
+        settle_preview(widget, app)
         results["cancel_s"] = measure_cancel(widget)
-
-        ticks: list[float] = []
-        timer = QTimer()
-        timer.setInterval(10)
-        timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-        done: list[str] = []
-        widget.events.build_finished.connect(done.append)
-        publish: list[float] = []
-        reload_layers = widget._on_finished
-
-        def stamped() -> None:  # the worker is done: what follows is the reload
-            publish.append(time.perf_counter())
-            reload_layers()
-
-        widget._on_finished = stamped
-        if args.workers is not None:
-            widget.workers = args.workers
-        timer.start()
-        start = time.perf_counter()
-        widget.build.clicked()
-        # A refused build finishes nothing: say why instead of waiting forever.
-        assert widget.status.value.startswith("Building"), widget.status.value
-        loop = QEventLoop()  # napari's own event loop, as a user runs it
-        widget.events.build_finished.connect(loop.quit)
-        loop.exec()
-        end = time.perf_counter()
-        QTimer.singleShot(500, loop.quit)  # let the reloaded layers draw
-        loop.exec()
-        timer.stop()
-        writing = [t for t in ticks if t <= publish[0]]
-        gaps = np.diff([start, *writing])
-        all_gaps = np.diff([start, *ticks])
-        results.update({
-            "build_outcome": done[0],
-            "build_s": end - start,
-            "ui_max_gap_while_building_ms": float(gaps.max() * 1000),
-            "ui_p99_gap_while_building_ms": float(np.percentile(gaps, 99) * 1000),
-            "ui_max_gap_including_reload_ms": float(all_gaps.max() * 1000),
-            "reloaded_levels": len(viewer.layers[0].data) if viewer.layers[0].multiscale else 1,
-            "cpus": len(os.sched_getaffinity(0)),
-        })  # fmt: skip
-        if os.environ.get("GUI_BENCH_DEBUG"):
-            stamps = np.array([start, *ticks])
-            worst = np.argsort(np.diff(stamps))[-8:]
-            print(
-                "worst gaps (ms, at s after click):",
-                [
-                    (round(float(np.diff(stamps)[i]) * 1000), round(float(stamps[i] - start), 3))
-                    for i in worst
-                ],
-                "finished at",
-                round(publish[0] - start, 3),
-                "ticks",
-                len(ticks),
-            )
+        results["build"] = measure_build(viewer, widget, beat, app, args.workers)
+        results["napari_ome_zarr_open_s"] = measure_napari_ome_zarr(viewer, path, app)
         del source
         viewer.close()
     finally:

@@ -6,14 +6,22 @@ of one stage never share an output chunk, so tasks need no coordination; stages 
 the other because a later stage reads what an earlier one wrote.
 
 The build is a generator (:func:`iter_build`) yielding :class:`Progress` after every block,
-so a caller can show progress and stop it between blocks; closing the generator cancels the
-build and leaves the image exactly as it was.
+and in between as the blocks running on local threads report their parts (every block reports
+at least :data:`BLOCK_PARTS` of them), in steps of at most 1/:data:`PROGRESS_STEPS` of the whole
+build, so a caller can show progress a person can follow even for a build of one or two
+blocks, and stop it between blocks; closing the generator cancels the build and leaves the
+image exactly as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
+import math
+import queue
 import sys
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -44,15 +52,30 @@ from .storage import (
 
 # How long to try reaching a scheduler named on the command line before saying so.
 SCHEDULER_TIMEOUT = "10s"
+# A block on a local thread reports its work in at least this many parts (a block may take
+# minutes, and a build may be one or two blocks)...
+BLOCK_PARTS = 32
+# ...and the build yields its progress in steps of at least 1/PROGRESS_STEPS of its work,
+# at most once per PART_INTERVAL seconds between block ends (no viewer shows more).
+PROGRESS_STEPS = 200
+PART_INTERVAL = 0.02
+# The share of a block's work reported as its source is read and reduced; the rest as its
+# levels are written.
+READ_SHARE = 0.8
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a build is: ``done`` of ``total`` blocks, in ``phase``."""
+    """Where a build is: ``done`` of ``total`` blocks, in ``phase``.
+
+    ``part`` adds the blocks under way, in fractions of a block (threads only): the work
+    done is ``done + part`` blocks.
+    """
 
     done: int
     total: int
     phase: str  # "writing", "publishing" or "done"
+    part: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,10 +92,14 @@ class BlockTask:
     write_empty_chunks: bool
 
 
-def run_block(task: BlockTask, index: int) -> int:
-    """Read block ``index`` of the stage's source once and write its part of every level."""
+def run_block(task: BlockTask, index: int, report: Callable[[float], Any] | None = None) -> int:
+    """Read block ``index`` of the stage's source once and write its part of every level.
+
+    ``report(fraction)`` is told the fractions of the block done as it goes (threads only).
+    """
+    report = report or _ignore
     region = task.stage.region(index)
-    block = _first_level(task, region)
+    block = _first_level(task, region, report)
     for k, (target, relative) in enumerate(zip(task.targets, task.relative, strict=True)):
         if k:
             block = coarsen(block, task.factors[k], task.aggregation, task.edge)
@@ -81,10 +108,17 @@ def run_block(task: BlockTask, index: int) -> int:
             for r, f, n in zip(region, relative, block.shape, strict=True)
         )
         target.write(out, block, task.write_empty_chunks)
+        report((1 - READ_SHARE) / len(task.targets))
     return index
 
 
-def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
+def _ignore(fraction: float) -> None:
+    """A block's progress nobody follows (a remote worker's)."""
+
+
+def _first_level(
+    task: BlockTask, region: tuple[slice, ...], report: Callable[[float], Any] = _ignore
+) -> np.ndarray:
     """The block's first target level, reduced unit by unit when the source allows it.
 
     When the block covers whole source chunks (but at the array's far edge) and every chunk
@@ -99,19 +133,60 @@ def _first_level(task: BlockTask, region: tuple[slice, ...]) -> np.ndarray:
         or any(c % f for c, f in zip(source.chunks, factors, strict=True))
         or not _covers_whole_chunks(region, source.chunks, source.shape)
     ):
-        return coarsen(source.read(region), factors, task.aggregation, task.edge)
+        data = source.read(region)
+        if callable(task.aggregation):
+            report(READ_SHARE)
+            return coarsen(data, factors, task.aggregation, task.edge)
+        report(READ_SHARE / 2)
+        return _coarsen_in_strips(data, factors, task, BLOCK_PARTS, READ_SHARE / 2, report)
+    parts = math.prod(
+        -(-(r.stop - r.start) // c) for r, c in zip(region, source.chunks, strict=True)
+    )
     shape = tuple(
         output_length(r.stop - r.start, f, task.edge) for r, f in zip(region, factors, strict=True)
     )
     out = np.empty(shape, dtype=source.dtype)
+    strips = -(-BLOCK_PARTS // parts)
     for offset, part in source.read_parts(region):
-        reduced = coarsen(part, factors, task.aggregation, task.edge)
+        reduced = _coarsen_in_strips(part, factors, task, strips, READ_SHARE / parts, report)
         out[
             tuple(
                 slice(o // f, o // f + n)
                 for o, f, n in zip(offset, factors, reduced.shape, strict=True)
             )
         ] = reduced
+    return out
+
+
+def _coarsen_in_strips(
+    data: np.ndarray,
+    factors: tuple[int, ...],
+    task: BlockTask,
+    strips: int,
+    share: float,
+    report: Callable[[float], Any],
+) -> np.ndarray:
+    """``data`` coarsened in up to ``strips`` slabs of whole windows, reporting ``share`` in all.
+
+    Windows never straddle two slabs, so the values are those of one coarsening of the whole.
+    """
+    lengths = [output_length(n, f, task.edge) for n, f in zip(data.shape, factors, strict=True)]
+    axis = int(np.argmax(lengths)) if lengths else 0
+    count = min(strips, lengths[axis]) if lengths else 1
+    if count <= 1:
+        reduced = coarsen(data, factors, task.aggregation, task.edge)
+        report(share)
+        return reduced
+    out = np.empty(lengths, dtype=data.dtype)
+    bounds = [lengths[axis] * i // count for i in range(count + 1)]
+    for start, stop in itertools.pairwise(bounds):
+        f = factors[axis]
+        source = [slice(None)] * data.ndim
+        source[axis] = slice(start * f, min(stop * f, data.shape[axis]))
+        target = [slice(None)] * data.ndim
+        target[axis] = slice(start, stop)
+        out[tuple(target)] = coarsen(data[tuple(source)], factors, task.aggregation, task.edge)
+        report(share / count)
     return out
 
 
@@ -201,16 +276,94 @@ def run_tasks(
     tasks: list[BlockTask],
     in_flight: int,
     blocks: Sequence[Sequence[int]] | None = None,
-) -> Generator[int, None, None]:
-    """Run every block of every stage, at most ``in_flight`` at once; yield after each block.
+) -> Generator[tuple[int, float], None, None]:
+    """Run every block of every stage, at most ``in_flight`` at once.
 
     ``blocks`` restricts each stage to the block numbers listed for it (an update runs only
-    the blocks whose write units depend on changed level-0 data). Closing the generator
-    stops submitting, cancels what has not started and waits for the blocks already
-    running, so nothing writes into the build folder once it returns.
+    the blocks whose write units depend on changed level-0 data).
+
+    Yields (blocks finished since the last yield, fraction of the running blocks done)
+    after each block and, on local threads, whenever the running blocks' reported parts
+    add up to another 1/:data:`PROGRESS_STEPS` of all the blocks (at most once per
+    :data:`PART_INTERVAL`). Closing the generator stops
+    submitting, cancels what has not started and waits for the blocks already running, so
+    nothing writes into the build folder once it returns.
     """
+    if not isinstance(executor, ThreadPoolExecutor):
+        # A block on a remote worker cannot report its parts: whole blocks only.
+        yield from _run_remote(executor, tasks, in_flight, blocks)
+        return
+    todos = [_todo(task, number, blocks) for number, task in enumerate(tasks)]
+    total = sum(len(todo) for todo in todos)
+    step = total / PROGRESS_STEPS
+    # Parts and ends arrive in one queue, in the order each thread sent them: a block's
+    # parts always come before its end.
+    events: queue.SimpleQueue[tuple[tuple[int, int], float | Future[int]]] = queue.SimpleQueue()
+    for number, (task, todo) in enumerate(zip(tasks, todos, strict=True)):
+        under_way: dict[tuple[int, int], float] = {}
+        pending: set[Future[int]] = set()
+        submitted, shown, shown_at = 0, 0.0, 0.0
+        try:
+            while submitted < len(todo) or pending:
+                while submitted < len(todo) and len(pending) < in_flight:
+                    key = (number, submitted)
+                    report = functools.partial(_put_part, events, key)
+                    future = executor.submit(run_block, task, todo[submitted], report)
+                    future.add_done_callback(functools.partial(_put_end, events, key))
+                    pending.add(future)
+                    under_way[key] = 0.0
+                    submitted += 1
+                key, event = events.get()
+                if isinstance(event, Future):
+                    event.result()
+                    pending.discard(event)
+                    under_way.pop(key, None)
+                    shown = _running_part(under_way)
+                    yield 1, shown
+                elif key in under_way:
+                    under_way[key] += event
+                    part = _running_part(under_way)
+                    now = time.monotonic()
+                    if part - shown >= step and now - shown_at >= PART_INTERVAL:
+                        shown, shown_at = part, now
+                        yield 0, part
+        finally:
+            for future in pending:
+                future.cancel()
+            wait(pending)
+
+
+def _put_part(events: queue.SimpleQueue[Any], key: tuple[int, int], fraction: float) -> None:
+    """Tell the build a block under way did ``fraction`` more of its work."""
+    events.put((key, fraction))
+
+
+def _put_end(events: queue.SimpleQueue[Any], key: tuple[int, int], future: Future[int]) -> None:
+    """Tell the build a block ended (done, failed or cancelled)."""
+    events.put((key, future))
+
+
+def _running_part(under_way: Mapping[tuple[int, int], float]) -> float:
+    """The blocks under way, in blocks: each counts less than a whole until it has ended."""
+    return sum(min(done, 0.999) for done in under_way.values())
+
+
+def _todo(
+    task: BlockTask, number: int, blocks: Sequence[Sequence[int]] | None
+) -> Sequence[int]:
+    """The block numbers of ``task`` (stage ``number``) to run: all, or those listed."""
+    return range(task.stage.n_blocks) if blocks is None else blocks[number]
+
+
+def _run_remote(
+    executor: Executor,
+    tasks: list[BlockTask],
+    in_flight: int,
+    blocks: Sequence[Sequence[int]] | None = None,
+) -> Generator[tuple[int, float], None, None]:
+    """:func:`run_tasks` on a dask.distributed cluster: progress after each whole block."""
     for number, task in enumerate(tasks):
-        todo = range(task.stage.n_blocks) if blocks is None else blocks[number]
+        todo = _todo(task, number, blocks)
         pending: set[Future[int]] = set()
         submitted = 0
         try:
@@ -221,7 +374,7 @@ def run_tasks(
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     future.result()
-                    yield 1
+                    yield 1, 0.0
         finally:
             for future in pending:
                 future.cancel()
@@ -352,9 +505,9 @@ def _write_levels(
         contextlib.nullcontext(executor) if executor else make_executor(plan.workers, scheduler)
     )
     with context as pool:
-        for _ in run_tasks(pool, tasks, in_flight=plan.workers):
-            done += 1
-            yield Progress(done, total, "writing")
+        for finished, part in run_tasks(pool, tasks, in_flight=plan.workers):
+            done += finished
+            yield Progress(done, total, "writing", part)
 
 
 def run_build(
@@ -368,10 +521,13 @@ def run_build(
     :class:`threading.Event`; it is checked after every block.
     """
     should_stop = cancel.is_set if hasattr(cancel, "is_set") else cancel
+    reported = -1
     try:
         while True:
             step = next(gen)
-            if progress is not None and step.phase == "writing":
+            # Called once per block, as documented; the steps in between are for viewers.
+            if progress is not None and step.phase == "writing" and step.done != reported:
+                reported = step.done
                 progress(step.done, step.total)
             if should_stop is not None and step.phase == "writing" and should_stop():
                 gen.close()

@@ -359,9 +359,9 @@ def _refresh(
             else make_executor(min(plan.workers, in_flight), scheduler)
         )
         with context as pool:
-            for _ in run_tasks(pool, tasks, in_flight, blocks):
-                done += 1
-                yield Progress(done, total, "writing")
+            for finished, part in run_tasks(pool, tasks, in_flight, blocks):
+                done += finished
+                yield Progress(done, total, "writing", part)
         yield Progress(total, total, "publishing")
         if decision.grown:
             for level in plan.new_levels:

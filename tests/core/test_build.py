@@ -341,3 +341,39 @@ def test_one_level_writes_nothing(tmp_path, rng):
     built = build_pyramid(zarrurl=path, num_levels=1)
     assert built.new_levels == ()
     assert tree_snapshot(path) == before
+
+
+@pytest.mark.parametrize(
+    ("shape", "chunks", "method"),
+    [
+        ((256, 256), (128, 128), "mean"),  # one block of whole chunks
+        ((4, 256, 256), (1, 128, 128), "median"),  # two blocks (see block bytes below)
+        ((250, 250), (75, 75), "mode"),  # chunks that split windows: the block read whole
+    ],
+)
+def test_a_build_of_few_blocks_reports_progress_in_many_steps(
+    tmp_path, rng, monkeypatch, shape, chunks, method
+):
+    from napari_pyramids import engine
+    from napari_pyramids.engine import BLOCK_PARTS, iter_build
+
+    # Count the steps the build's structure gives, whatever this machine's speed.
+    monkeypatch.setattr(engine, "PART_INTERVAL", 0.0)
+    monkeypatch.setattr(plan, "TARGET_BLOCK_BYTES", 2 * 256 * 256 * 2)
+    data = sample(rng, shape)
+    path = write_image(tmp_path / "img.zarr", data, chunks=chunks)
+    steps = list(iter_build(path, num_levels=3, method=method, workers=1))
+
+    writing = [s for s in steps if s.phase == "writing"]
+    total = writing[-1].total
+    assert total <= 2
+    made = [(s.done + s.part) / s.total for s in writing]
+    assert made == sorted(made)  # never backwards
+    assert made[0] == 0
+    assert made[-1] == 1
+    assert len(set(made)) >= 20
+    assert len(set(made)) >= min(BLOCK_PARTS, 20) * total
+    factors = (1, 2, 2) if len(shape) == 3 else (2, 2)
+    expected = reference_pyramid(data, factors, 3, method)
+    for k in (1, 2):
+        np.testing.assert_array_equal(stored(path, str(k)), expected[k])

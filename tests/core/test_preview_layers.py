@@ -44,7 +44,8 @@ def test_preview_shows_the_planned_levels_over_hidden_sources(viewer_with_sample
     shown_nuclei, shown_membranes = preview.layers
     expected = reference_pyramid(sample_planes(64, 2), (1, 1, 2, 2), 3, "mean")
     for channel, layer in enumerate(preview.layers):
-        assert [np.asarray(level).tolist() for level in layer.data] == [
+        # Computed exactly in this thread (napari's reads never wait; see test_preview_tiles).
+        assert [_values(level).tolist() for level in layer.data] == [
             level[channel].tolist() for level in expected
         ]
         assert root_or_none(layer) is None  # a preview is never picked
@@ -69,19 +70,52 @@ def test_preview_shows_the_planned_levels_over_hidden_sources(viewer_with_sample
     assert tree_snapshot(root) == before
 
 
-def test_deleting_the_preview_layers_gives_the_sources_back(viewer_with_sample):
-    viewer, root, sources = viewer_with_sample
+def _values(level):
+    return level.computed() if hasattr(level, "computed") else np.asarray(level)
+
+
+def test_deleting_a_preview_layer_gives_its_own_source_back(viewer_with_sample):
+    viewer, root, (nuclei, membranes) = viewer_with_sample
     preview = PreviewLayers(viewer.layers)
     preview.show(open_image(root), BuildOptions(num_levels=2))
     updates = []
     preview.updated.connect(lambda: updates.append(len(preview.layers)))
 
     viewer.layers.remove(preview.layers[0])
-    assert not any(layer.visible for layer in sources)
+    assert nuclei.visible  # its own source, and only it
+    assert not membranes.visible
+    assert [layer.name for layer in preview.layers] == ["membranes (preview)"]
     viewer.layers.remove(preview.layers[0])
 
-    assert updates == [0]
-    assert all(layer.visible for layer in sources)
+    assert updates == [1, 0]
+    assert nuclei.visible
+    assert membranes.visible
+
+
+def test_the_look_set_on_a_preview_carries_over(viewer_with_sample):
+    viewer, root, (nuclei, membranes) = viewer_with_sample
+    preview = PreviewLayers(viewer.layers)
+    preview.show(open_image(root), BuildOptions(num_levels=2))
+    shown = preview.layers[0]
+    shown.contrast_limits = (20, 300)
+    shown.colormap = "yellow"
+    shown.gamma = 0.5
+    shown.opacity = 0.4
+
+    preview.show(open_image(root), BuildOptions(num_levels=3, method="max"))  # next preview
+    again = preview.layers[0]
+    assert len(again.data) == 3
+    assert tuple(again.contrast_limits) == (20, 300)
+    assert again.colormap.name == "yellow"
+    assert again.gamma == pytest.approx(0.5)
+    assert again.opacity == pytest.approx(0.4)
+
+    preview.remove(keep_look=True)  # as after a build: the source shows as its preview did
+    assert tuple(nuclei.contrast_limits) == (20, 300)
+    assert nuclei.colormap.name == "yellow"
+    assert nuclei.opacity == pytest.approx(0.4)
+    assert nuclei.visible
+    assert membranes.visible
 
 
 def test_an_impossible_preview_changes_nothing(viewer_with_sample):

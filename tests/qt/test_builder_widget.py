@@ -16,7 +16,12 @@ from qtpy.QtGui import QTextDocument
 from imaging import reference_pyramid, tree_snapshot
 from napari_pyramids import build_pyramid, open_image, plan_pyramid
 from napari_pyramids._napari._qt.widget import NO_LAYER, notification_text
-from napari_pyramids._napari.sample_data import sample_planes, write_sample_image
+from napari_pyramids._napari.sample_data import (
+    sample_level0,
+    sample_planes,
+    wait_for_sample,
+    write_sample_image,
+)
 from napari_pyramids.storage.transaction import LOCK_NAME
 from read_only_helper import read_only
 
@@ -55,6 +60,13 @@ def test_sample_opens_and_is_listed_with_sensible_defaults(viewer_and_builder):
     assert widget.method.value == "mean"
     assert "level 2 (2): 2×4×256×256" in widget.summary.value
     assert "on disk" in widget.summary.value
+    # Listed at once (its chunks are written in a thread), whole on disk soon after.
+    assert wait_for_sample(root, timeout=60)
+    expected = sample_planes(1024, 4)
+    np.testing.assert_array_equal(zarr.open_array(str(root / "0"), mode="r")[...], expected)
+    z = viewer.dims.current_step[0]
+    np.testing.assert_array_equal(np.asarray(layers[1].data[z]), expected[1, z])
+    assert sample_level0(root) is None
 
 
 def test_picker_follows_layers_and_explains_the_others(viewer_and_builder, sample_path):
@@ -93,7 +105,7 @@ def test_preview_is_multiscale_as_planned_and_writes_nothing(
     for layer in previews:
         assert layer.multiscale
         assert [tuple(level.shape) for level in layer.data] == [lv.shape[1:] for lv in plan.levels]
-    np.testing.assert_array_equal(np.asarray(previews[0].data[2]), expected[2])
+    np.testing.assert_array_equal(previews[0].data[2].computed(), expected[2])
     assert not any(layer.visible for layer in sources)
     assert tree_snapshot(sample_path) == before
 

@@ -1,28 +1,36 @@
-"""The preview: a planned pyramid as lazy multiscale layers over the layers of its image.
+"""The preview: a planned pyramid as multiscale layers over the layers of its image.
 
-Nothing is written. While a preview is on show its source layers are hidden; they get
-their visibility back when the preview is removed, by the widget or by deleting the
-preview layers. Qt-free: it needs only napari's layer list.
+Nothing is written. The levels are :class:`~.preview_tiles.TiledLevel` arrays, computed
+tile by tile in background threads (coarse levels first) so that napari never waits for
+them. While a preview is on show its source layers are hidden; deleting a preview layer
+gives its own source back. What the user set on a preview layer (contrast, colours, gamma,
+opacity) carries over to the next preview and, after a build, to the built layer. Qt-free:
+it needs only napari's layer list.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
-import dask.array as da
 from napari.components import LayerList
 from napari.layers import Labels, Layer
 from psygnal import Signal
 
-from ..api import preview_pyramid
 from ..ome.image import OmeZarrImage
 from ..options import BuildOptions
+from ..pyramid.plan import choose_method, level_factors, level_shapes, num_levels_for
+from ..system import lower_thread_priority
 from .layers import CHANNEL_KEY, PREVIEW_KEY, LayerData, image_layers, labels_layer
 from .picker import channel_of, source_layers
+from .preview_tiles import TilePyramid
 
 # What a user may have changed on a layer and expects to keep on its preview and its reload.
 _COMMON_STATE = ("name", "visible", "opacity", "blending", "scale", "translate")
 _IMAGE_STATE = ("colormap", "contrast_limits", "gamma")
+# What carries over from a preview layer to the next preview and to the built layer.
+_LOOK = ("visible", "opacity", "blending", *_IMAGE_STATE)
 
 
 def display_state(layer: Layer) -> dict[str, Any]:
@@ -31,26 +39,78 @@ def display_state(layer: Layer) -> dict[str, Any]:
     return {name: getattr(layer, name) for name in names if hasattr(layer, name)}
 
 
-class PreviewLayers:
-    """The preview layers on show in a viewer, and the visibility of the layers they hide.
+def look_of(layer: Layer) -> dict[str, Any]:
+    """What the user set on how ``layer`` looks (not its name, data or place)."""
+    names = [n for n in _LOOK if not (isinstance(layer, Labels) and n in _IMAGE_STATE)]
+    return {name: getattr(layer, name) for name in names if hasattr(layer, name)}
 
-    ``updated`` is emitted whenever preview layers were placed, replaced or removed.
+
+def tile_pyramid(
+    image: OmeZarrImage,
+    options: BuildOptions,
+    executor: Executor,
+    on_ready: Callable[[], None] = lambda: None,
+) -> TilePyramid:
+    """The levels ``options`` plan for ``image``, computed in ``executor`` as napari asks.
+
+    Raises
+    ------
+    PyramidError
+        If no pyramid can be planned.
+    """
+    from ..storage import open_level
+    from .sample_data import sample_level0
+
+    _, aggregation = choose_method(image, options)
+    factors = level_factors(image, options)
+    count = num_levels_for(image, options, factors)
+    shapes = level_shapes(image, count, factors, options.edge)
+    # A sample whose chunks are still being written is read as it is computed.
+    level0 = sample_level0(image.root)
+    if level0 is not None:
+        reader = sample_level0(image.root)
+    else:  # two dask arrays of the level: napari reads one, the tiles the other
+        level0, reader = open_level(image, image.level0.path), open_level(image, image.level0.path)
+    return TilePyramid(
+        level0,
+        shapes,
+        factors,
+        aggregation,
+        options.edge,
+        image.yx_axes,
+        executor,
+        on_ready,
+        source=(str(image.root), image.level0.path),
+        reader=reader,
+    )
+
+
+class PreviewLayers:
+    """The preview layers on show in a viewer, and the layers they hide.
+
+    ``updated`` is emitted whenever preview layers were placed, replaced or removed;
+    ``tiles_ready`` (from a worker thread) when computed tiles are there to be shown.
+    ``executor`` computes the tiles (default: threads, one core left to napari).
     """
 
     updated = Signal()
+    tiles_ready = Signal()
 
-    def __init__(self, layers: LayerList) -> None:
+    def __init__(self, layers: LayerList, executor: Executor | None = None) -> None:
         self._layers = layers
-        self._shown: list[Layer] = []
-        self._hidden: list[tuple[Layer, bool]] = []
+        self.executor = executor
+        self._own_executor: Executor | None = None
+        self.pyramid: TilePyramid | None = None
+        # (preview layer, its source, the source's visibility before the preview)
+        self._shown: list[tuple[Layer, Layer, bool]] = []
         layers.events.removed.connect(self._on_removed)
 
     @property
     def layers(self) -> tuple[Layer, ...]:
         """The preview layers on show (empty if none)."""
-        return tuple(self._shown)
+        return tuple(preview for preview, _, _ in self._shown)
 
-    def show(self, image: OmeZarrImage, options: BuildOptions) -> list[da.Array]:
+    def show(self, image: OmeZarrImage, options: BuildOptions) -> list[Any]:
         """Show (or replace) the pyramid ``options`` plan for ``image``; return its levels.
 
         Raises
@@ -58,54 +118,106 @@ class PreviewLayers:
         PyramidError
             If no pyramid can be planned; the layers are then left as they were.
         """
-        levels = preview_pyramid(image, options)
+        pyramid = tile_pyramid(image, options, self._executor(), self.tiles_ready.emit)
+        if self.pyramid is not None:
+            pyramid.adopt(self.pyramid)  # what the new settings share is not computed again
+        levels = pyramid.levels
         if image.is_label:
             planned: list[LayerData] = [labels_layer(image, levels)]
         else:
             planned = image_layers(image, levels)
         sources = source_layers(self._layers, image.root)
-        self.remove(restore=False)
+        chosen = [
+            planned[min(channel_of(source, position), len(planned) - 1)]
+            for position, source in enumerate(sources)
+        ]
+        shown = [(source, preview._type_string) for preview, source, _ in self._shown]
+        if shown == [(source, kind) for source, (_, _, kind) in zip(sources, chosen, strict=True)]:
+            self._swap(pyramid, [data for data, _, _ in chosen])
+            return levels
+        before = {id(source): (preview, visible) for preview, source, visible in self._shown}
+        self._drop(restore=False)
+        self.pyramid = pyramid
         top = max(self._layers.index(layer) for layer in sources) + 1
-        hidden = {id(layer): visible for layer, visible in self._hidden}
-        for position, source in enumerate(sources):
-            data, kwargs, kind = planned[min(channel_of(source, position), len(planned) - 1)]
+        for position, (source, (data, kwargs, kind)) in enumerate(
+            zip(sources, chosen, strict=True)
+        ):
             kwargs = {**kwargs, **display_state(source)}
             kwargs["name"] = f"{source.name} (preview)"
             kwargs["metadata"] = {PREVIEW_KEY: str(image.root), CHANNEL_KEY: position}
-            if id(source) in hidden:  # a replaced preview: the source is hidden already
-                kwargs["visible"] = hidden[id(source)]
-            else:
-                self._hidden.append((source, source.visible))
+            previous, visible = before.get(id(source), (None, source.visible))
+            if previous is not None:  # a replaced preview: the user's look carries over
+                kwargs.update(look_of(previous))
             layer = Layer.create(data, kwargs, kind)
             self._layers.insert(top, layer)
             top += 1
-            self._shown.append(layer)
-        for source, _visible in self._hidden:
+            self._shown.append((layer, source, visible))
+        for _, source, _ in self._shown:
             source.visible = False
         self.updated.emit()
         return levels
 
-    def remove(self, restore: bool = True) -> None:
-        """Remove the preview layers; ``restore`` the visibility of the layers they hid."""
-        layers, self._shown = self._shown, []
-        for layer in layers:
-            if layer in self._layers:
-                self._layers.remove(layer)
-        if restore:
-            self._restore_sources()
-        if layers:
+    def _swap(self, pyramid: TilePyramid, data: list[Any]) -> None:
+        """Show new levels in the preview layers on show: a data change, not a new layer
+        (adding and removing napari layers stalls the viewer for up to a second)."""
+        if self.pyramid is not None:
+            self.pyramid.close()
+        self.pyramid = pyramid
+        for (preview, _, _), levels in zip(self._shown, data, strict=True):
+            preview.data = levels if isinstance(levels, list) else [levels]
+        self.updated.emit()
+
+    def remove(self, restore: bool = True, keep_look: bool = False) -> None:
+        """Remove the preview layers; ``restore`` the layers they hid, with the preview's
+        look if ``keep_look`` (the built image shows as its preview did)."""
+        shown = self._drop(restore=False)
+        for preview, source, visible in shown:
+            if restore and source in self._layers:
+                look = look_of(preview) if keep_look else {"visible": visible}
+                for name, value in look.items():
+                    setattr(source, name, value)
+        if shown:
             self.updated.emit()
 
-    def _restore_sources(self) -> None:
-        for layer, visible in self._hidden:
-            if layer in self._layers:
-                layer.visible = visible
-        self._hidden = []
+    def close(self) -> None:
+        """Remove the preview and stop its threads."""
+        self.remove()
+        if self._own_executor is not None:
+            self._own_executor.shutdown(wait=False, cancel_futures=True)
+            self._own_executor = None
+
+    def _executor(self) -> Executor:
+        if self.executor is not None:
+            return self.executor
+        if self._own_executor is None:
+            # One thread, below napari's priority: the viewer stays responsive on a loaded
+            # machine, and tiles come coarse level first anyway.
+            self._own_executor = ThreadPoolExecutor(
+                1, thread_name_prefix="pyramid-preview", initializer=lower_thread_priority
+            )
+        return self._own_executor
+
+    def _drop(self, restore: bool) -> list[tuple[Layer, Layer, bool]]:
+        """Take the preview layers out of the viewer and stop computing their tiles."""
+        shown, self._shown = self._shown, []
+        if self.pyramid is not None:
+            self.pyramid.close()
+            self.pyramid = None
+        for preview, _, _ in shown:
+            if preview in self._layers:
+                self._layers.remove(preview)
+        return shown
 
     def _on_removed(self, event: Any) -> None:
         layer = event.value
-        if layer in self._shown:  # deleted by the user: the last one gives the sources back
-            self._shown.remove(layer)
-            if not self._shown:
-                self._restore_sources()
+        for entry in self._shown:
+            if entry[0] is layer:  # deleted by the user: its own source comes back
+                self._shown.remove(entry)
+                _, source, visible = entry
+                if source in self._layers:
+                    source.visible = visible
+                if not self._shown and self.pyramid is not None:
+                    self.pyramid.close()
+                    self.pyramid = None
                 self.updated.emit()
+                return

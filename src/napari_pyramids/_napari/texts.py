@@ -107,7 +107,10 @@ def building_text(plan: PyramidPlan, root: Path) -> str:
 def progress_text(step: Progress, cancelling: bool) -> str | None:
     """The status for a build's progress step; None keeps the status as it is."""
     if step.phase == "writing":
-        return None if cancelling else f"Writing: block {step.done} of {step.total}"
+        if cancelling:
+            return None
+        percent = int(100 * (step.done + step.part) / step.total) if step.total else 0
+        return f"Writing the new levels: {percent} % done"
     if step.phase == "publishing":
         return PUBLISHING
     return None
@@ -117,6 +120,11 @@ def built_text(plan: PyramidPlan, root: Path, cancel_too_late: bool) -> str:
     """The status once a build published its levels."""
     late = " (the cancel came too late)" if cancel_too_late else ""
     return f"Built {len(plan.levels)} levels of {root.name}{late}."
+
+
+def preview_failed_text(exc: BaseException) -> str:
+    """The status when the preview's levels could not be computed."""
+    return f"Preview failed: {failure_reason(exc)}"
 
 
 def failure_reason(exc: BaseException) -> str:

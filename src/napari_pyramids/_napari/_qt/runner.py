@@ -8,6 +8,7 @@ build, :func:`reload_layers` swaps the image's layers for the pyramid read back 
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,12 @@ from ..texts import CANCELLED, built_text, failure_reason, progress_text
 from .text import notification_text
 from .worker import BuildWorker, build_worker
 
-PROGRESS_MS = 200
+# Progress is shown at most this often (each repaint recomposes the window), and at the
+# latest this long after the engine reported it: 25 updates in a 2 s build, given the engine's
+# steps (at least 32 a block). Shown in steps of 1/BLOCK_STEPS of a block, so that a build of
+# two big blocks still moves in small steps.
+PROGRESS_MS = 80
+BLOCK_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,9 @@ class BuildEnd:
 class BuildRunner:
     """Runs builds in a thread worker, one at a time.
 
-    ``progressed(done, total, text)`` reports a step (``text`` empty: keep the status as it
-    is); ``finished(BuildEnd)`` is emitted once the worker has stopped.
+    ``progressed(done, total, text)`` reports a step, in 1/:data:`BLOCK_STEPS` of a block
+    (``text`` empty: keep the status as it is); ``finished(BuildEnd)`` is emitted once the
+    worker has stopped.
     """
 
     progressed = Signal(int, int, str)
@@ -56,6 +63,7 @@ class BuildRunner:
         self._error: BaseException | None = None
         self._pbar: napari_progress | None = None
         self._step: Progress | None = None
+        self._shown_at = 0.0
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(PROGRESS_MS)
@@ -76,7 +84,7 @@ class BuildRunner:
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self.worker, self._root = worker, root
-        self._pbar = napari_progress(total=total_blocks, desc="Building pyramid")
+        self._pbar = napari_progress(total=total_blocks * BLOCK_STEPS, desc="Building pyramid")
         worker.start()
 
     def cancel(self) -> bool:
@@ -90,22 +98,28 @@ class BuildRunner:
         # Repaints are coalesced: every one recomposes the whole window (the OpenGL canvas
         # included), which costs tens of ms with software rendering.
         self._step = step
-        if step.phase != "writing":
+        wait_ms = PROGRESS_MS - (time.monotonic() - self._shown_at) * 1000
+        if step.phase != "writing" or wait_ms <= 0:
+            self._timer.stop()
             self._show_progress()
         elif not self._timer.isActive():
-            self._timer.start()
+            self._timer.start(max(1, round(wait_ms)))
 
     def _show_progress(self) -> None:
         step = self._step
         if step is None:
             return
+        self._shown_at = time.monotonic()
         cancelling = self.worker is not None and self.worker.abort_requested
-        self.progressed.emit(step.done, step.total, progress_text(step, cancelling) or "")
-        # Last: napari's bar processes events as it updates, so the build's end may be handled
+        done = round((step.done + step.part) * BLOCK_STEPS)
+        total = step.total * BLOCK_STEPS
+        self.progressed.emit(done, total, progress_text(step, cancelling) or "")
+        # The activity dock shows every value the widget shows. Last: napari's bar processes
+        # events as it updates, so the build's end may be handled
         # inside this call; nothing of this (older) step may be shown after it.
         if self._pbar is not None:
-            self._pbar.total = step.total
-            self._pbar.update(step.done - self._pbar.n)
+            self._pbar.total = total
+            self._pbar.update(done - self._pbar.n)
 
     def _on_error(self, exc: BaseException) -> None:
         self._error = exc
@@ -131,10 +145,12 @@ class BuildRunner:
 
 
 def reload_layers(layers: LayerList, root: Path) -> list[tuple[Layer, Layer]]:
-    """Swap the layers showing ``root`` for its multiscale layers read back from disk.
+    """Show the pyramid of ``root`` read back from disk in the layers that show it.
 
-    Each new layer takes the place and the look of the layer it replaces. Returns the
-    (old, new) pairs.
+    Each layer keeps its identity, place and look: its data is swapped for the levels on
+    disk, one layer change instead of a removal and an insertion. A layer whose kind or
+    dimensions differ from what is on disk is replaced instead. Returns (old, new) pairs
+    (the same layer twice when it was refreshed in place).
     """
     fresh = [d for d in layer_data(root) if d[1]["metadata"][PATH_KEY] == str(root)]
     if not fresh:
@@ -144,6 +160,13 @@ def reload_layers(layers: LayerList, root: Path) -> list[tuple[Layer, Layer]]:
         index = channel_of(old, position)
         match = [d for d in fresh if d[1]["metadata"][CHANNEL_KEY] in (index, None)]
         data, kwargs, kind = (match or fresh)[0]
+        levels = data if kwargs["multiscale"] else [data]
+        if old._type_string == kind and old.ndim == levels[0].ndim:
+            old.multiscale = kwargs["multiscale"]  # napari reads it in the data setter
+            old.data = data
+            old.metadata = {**old.metadata, **kwargs["metadata"]}
+            swapped.append((old, old))
+            continue
         kwargs = {**kwargs, **display_state(old)}
         with layer_source(path=os.fspath(root), reader_plugin="napari-pyramids"):
             new = Layer.create(data, kwargs, kind)

@@ -55,17 +55,20 @@ from ..texts import (
     describe_on_disk,
     describe_plan,
     nothing_to_build,
+    preview_failed_text,
     preview_text,
 )
 from .dataset_runner import DatasetEnd, DatasetRunner, reload_dataset_layers
 from .editor import LabelEditor
-from .runner import BuildEnd, BuildRunner, reload_layers
+from .runner import BLOCK_STEPS, BuildEnd, BuildRunner, reload_layers
 from .text import notification_text, plain_label
 from .worker import BuildWorker
 
 __all__ = ["NO_LAYER", "BuilderEvents", "PyramidBuilder", "notification_text"]
 
 DEBOUNCE_MS = 300
+# Computed preview tiles are drawn at most this often: each redraw re-slices the preview.
+REDRAW_MS = 100
 # The controls that set a build; all of them but "image" are off while a build runs.
 PARAMETERS = ("num_levels", "coarsening_xy", "coarsening_z", "method", "chunksize", "edge")
 SETTINGS = ("image", *PARAMETERS, "overwrite", "with_labels", "whole_plate")
@@ -75,6 +78,8 @@ class BuilderEvents(QObject):
     """Qt signals of the widget, for tests and scripts (``qtbot.waitSignal``)."""
 
     preview_updated = Signal()  # the preview layers were placed, replaced or removed
+    tiles_ready = Signal()  # preview tiles were computed (emitted from a worker thread)
+    preview_redrawn = Signal()  # the preview layers were sliced again with the new tiles
     build_finished = Signal(str)  # "built", "cancelled" or "failed", after the layers changed
     refused = Signal(str)  # a click was refused; the message
 
@@ -141,9 +146,16 @@ class PyramidBuilder(Container):
         self._debounce = QTimer()
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
+        self._redraw = QTimer()
+        self._redraw.setSingleShot(True)
+        self._redraw.setInterval(REDRAW_MS)
 
         self._picker.changed.connect(self._refresh_choices)
         self._preview.updated.connect(self.events.preview_updated.emit)
+        # Qt queues a signal emitted in a worker thread to this (the UI) thread.
+        self._preview.tiles_ready.connect(self.events.tiles_ready.emit)
+        self.events.tiles_ready.connect(self._on_tiles_ready)
+        self._redraw.timeout.connect(self._redraw_preview)
         self._runner.progressed.connect(self._on_progress)
         self._runner.finished.connect(self._on_build_end)
         self._datasets.progressed.connect(self._on_progress)
@@ -164,6 +176,15 @@ class PyramidBuilder(Container):
     def worker(self) -> BuildWorker | None:
         """The running (or last) build's thread worker (of one image, or of several)."""
         return self._last_runner.worker
+
+    @property
+    def preview_executor(self) -> Any:
+        """Where preview tiles are computed; None: the widget's own threads."""
+        return self._preview.executor
+
+    @preview_executor.setter
+    def preview_executor(self, executor: Any) -> None:
+        self._preview.executor = executor
 
     @property
     def preview_layers(self) -> Sequence[Layer]:
@@ -303,6 +324,23 @@ class PyramidBuilder(Container):
         if self._preview.layers:
             self.show_preview()
 
+    def _on_tiles_ready(self) -> None:
+        if not self._redraw.isActive():
+            self._redraw.start()
+
+    def _redraw_preview(self) -> None:
+        for layer in self._preview.layers:
+            # napari keeps the coarsest level of a 2D multiscale layer once read; it changes
+            # as tiles land, so that copy is dropped (private, hence the guard).
+            materializer = getattr(layer, "_level_materializer", None)
+            if materializer is not None and hasattr(materializer, "cache_clear"):
+                materializer.cache_clear()
+            layer.refresh()
+        pyramid = self._preview.pyramid
+        if pyramid is not None and pyramid.error is not None:
+            self._say(preview_failed_text(pyramid.error))
+        self.events.preview_redrawn.emit()
+
     # ----------------------------------------------------------------- build
     def start_build(self, *_: Any) -> None:
         """Check the request, then build in a thread worker; refuse clearly if it cannot."""
@@ -325,7 +363,7 @@ class PyramidBuilder(Container):
             self._refuse(str(exc))
             return
         self._set_running(True)
-        self.progress.max = max(plan.total_blocks, 1)
+        self.progress.max = max(plan.total_blocks * BLOCK_STEPS, 1)
         self.progress.value = 0
         self._say(building_text(plan, image.root))
         self._last_runner = self._runner
@@ -359,8 +397,8 @@ class PyramidBuilder(Container):
         self.events.build_finished.emit(end.outcome)
 
     def _show_built(self, root: Path) -> None:
-        """Show the image's new pyramid in place of its layers, keeping the picked channel."""
-        self._preview.remove()
+        """Show the image's new pyramid in its layers, looking as the preview did."""
+        self._preview.remove(keep_look=True)
         picked = self.image.value
         with self._updating():
             swapped = reload_layers(self._viewer.layers, root)

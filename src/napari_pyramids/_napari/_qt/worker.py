@@ -14,6 +14,7 @@ from napari.qt.threading import GeneratorWorker, create_worker
 
 from ...engine import iter_build
 from ...options import BuildOptions
+from ..sample_data import wait_for_sample
 
 
 class BuildWorker(GeneratorWorker):
@@ -48,6 +49,12 @@ class BuildWorker(GeneratorWorker):
             self._gen.close()
 
 
+def _build_when_written(zarrurl: str, options: BuildOptions, executor: Executor | None) -> Any:
+    """:func:`iter_build`, once a sample still being written is whole on disk."""
+    wait_for_sample(zarrurl)
+    return (yield from iter_build(zarrurl, options, executor=executor))
+
+
 def build_worker(
     zarrurl: str, options: BuildOptions, executor: Executor | None = None
 ) -> BuildWorker:
@@ -56,7 +63,7 @@ def build_worker(
     Connect its signals, then call ``start()``.
     """
     return create_worker(
-        iter_build,
+        _build_when_written,
         zarrurl,
         options,
         executor=executor,

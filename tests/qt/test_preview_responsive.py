@@ -1,0 +1,156 @@
+"""The preview never makes napari wait; reloads and previews keep their layers and look."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import zarr
+
+from conftest import GatedExecutor
+from imaging import reference_pyramid
+from napari_pyramids._napari.sample_data import sample_planes
+
+pytestmark = pytest.mark.gui
+BUILD_TIMEOUT = 60_000
+
+
+@pytest.fixture
+def closed_gate():
+    executor = GatedExecutor(free=0)
+    yield executor
+    executor.gate.set()
+    executor.shutdown(wait=True)
+
+
+def test_preview_tiles_are_computed_off_the_ui_thread(
+    qtbot, viewer_and_builder, sample_path, closed_gate
+):
+    viewer, widget = viewer_and_builder
+    viewer.open(str(sample_path), plugin="napari-pyramids")
+    widget.num_levels.value = 3
+    widget.method.value = "median"
+    widget.preview_executor = closed_gate
+
+    # No tile can be computed: if napari waited for one, this would never return.
+    with qtbot.waitSignal(widget.events.preview_updated):
+        widget.preview.clicked()
+    nuclei = widget.preview_layers[0]
+    z = viewer.dims.current_step[0]
+    assert closed_gate.held.wait(timeout=10)  # the tiles napari asked for wait in a thread
+    assert not np.asarray(nuclei.data[2][z]).any()  # nothing computed yet
+
+    with qtbot.waitSignal(widget.events.preview_redrawn, timeout=30_000):
+        closed_gate.gate.set()
+    assert widget._preview.pyramid.wait(timeout=30)
+    expected = reference_pyramid(sample_planes(512, 4)[0], (1, 2, 2), 3, "median")
+    np.testing.assert_array_equal(np.asarray(nuclei.data[2][z]), expected[2][z])
+    np.testing.assert_array_equal(nuclei.data[1].computed(), expected[1])
+
+
+def test_a_setting_change_refreshes_the_preview_layers_in_place(
+    qtbot, viewer_and_builder, sample_path
+):
+    viewer, widget = viewer_and_builder
+    viewer.open(str(sample_path), plugin="napari-pyramids")
+    widget.num_levels.value = 3
+    with qtbot.waitSignal(widget.events.preview_updated):
+        widget.preview.clicked()
+    layers = widget.preview_layers
+    layers[0].contrast_limits = (30, 900)
+    layers[0].colormap = "red"
+    layers[0].gamma = 0.7
+    layers[0].opacity = 0.5
+
+    with qtbot.waitSignal(widget.events.preview_updated, timeout=5000):
+        widget.method.value = "max"  # the debounced refresh
+    with qtbot.waitSignal(widget.events.preview_updated, timeout=5000):
+        widget.num_levels.value = 2
+
+    assert widget.preview_layers == layers  # the same layers, new data
+    assert [len(layer.data) for layer in layers] == [2, 2]
+    expected = reference_pyramid(sample_planes(512, 4)[0], (1, 2, 2), 2, "max")
+    np.testing.assert_array_equal(layers[0].data[1].computed(), expected[1])
+    assert tuple(layers[0].contrast_limits) == (30, 900)
+    assert layers[0].colormap.name == "red"
+    assert layers[0].gamma == pytest.approx(0.7)
+    assert layers[0].opacity == pytest.approx(0.5)
+
+
+def test_build_refreshes_the_layers_in_place_with_the_preview_look(
+    qtbot, viewer_and_builder, sample_path
+):
+    viewer, widget = viewer_and_builder
+    nuclei, membranes = viewer.open(str(sample_path), plugin="napari-pyramids")
+    widget.num_levels.value = 3
+    with qtbot.waitSignal(widget.events.preview_updated):
+        widget.preview.clicked()
+    widget.preview_layers[1].contrast_limits = (100, 1200)
+    widget.preview_layers[1].colormap = "yellow"
+
+    with qtbot.waitSignal(widget.events.build_finished, timeout=BUILD_TIMEOUT) as outcome:
+        widget.build.clicked()
+
+    assert outcome.args[0] == "built"
+    assert list(viewer.layers) == [nuclei, membranes]  # the same layer objects
+    assert all(layer.multiscale and len(layer.data) == 3 for layer in viewer.layers)
+    assert tuple(membranes.contrast_limits) == (100, 1200)
+    assert membranes.colormap.name == "yellow"
+    assert nuclei.visible
+    assert membranes.visible
+    expected = reference_pyramid(sample_planes(512, 4), (1, 1, 2, 2), 3, "mean")
+    np.testing.assert_array_equal(np.asarray(membranes.data[2]), expected[2][1])
+    assert widget.image.value in (nuclei, membranes)
+
+
+def test_progress_counts_parts_of_blocks_in_the_widget(qtbot, viewer_and_builder, sample_path):
+    viewer, widget = viewer_and_builder
+    viewer.open(str(sample_path), plugin="napari-pyramids")
+    widget.num_levels.value = 2
+    widget.memory_budget = "64MiB"  # few blocks: progress must move inside them
+    values = []
+    widget.progress.changed.connect(values.append)
+
+    shown, in_dock, said = [], [], []
+    widget._runner.progressed.connect(lambda done, total, text: shown.append(done))
+    widget._runner.progressed.connect(lambda done, total, text: said.append((done, total, text)))
+    with qtbot.waitSignal(widget.events.build_finished, timeout=BUILD_TIMEOUT):
+        widget.build.clicked()
+        steps = []
+        widget.worker.yielded.connect(steps.append)
+        widget._runner._pbar.events.value.connect(lambda event: in_dock.append(event.value))
+
+    writing = [s for s in steps if s.phase == "writing"]
+    total = writing[-1].total
+    progress_made = [s.done + s.part for s in writing]
+    assert progress_made == sorted(progress_made)  # never backwards
+    assert all(0 <= s.part < 1 for s in writing)
+    assert widget.progress.max == total * 100  # in hundredths of a block
+    assert widget.progress.value == widget.progress.max
+    assert values == sorted(values)
+    assert len(set(shown)) >= 2
+    assert in_dock == shown  # napari's activity dock shows every value the widget shows
+    writing_said = [(d, t, text) for d, t, text in said if text.startswith("Writing")]
+    assert writing_said
+    for done, total, text in writing_said:
+        # In percent of the whole build (as the bar shows it), not in blocks nobody sees.
+        match = re.fullmatch(r"Writing the new levels: (\d+) % done", text)
+        assert match, text
+        assert abs(int(match[1]) - 100 * done / total) <= 1
+
+
+def test_sample_builds_whole_when_build_is_clicked_at_once(qtbot, viewer_and_builder):
+    viewer, widget = viewer_and_builder
+    layers = viewer.open_sample("napari-pyramids", "sample", size=1024)
+    root = layers[0].metadata["napari_pyramids_path"]
+    widget.num_levels.value = 2
+
+    # The sample's chunks may still be on their way to disk: the build waits for them.
+    with qtbot.waitSignal(widget.events.build_finished, timeout=BUILD_TIMEOUT) as outcome:
+        widget.build.clicked()
+
+    assert outcome.args[0] == "built"
+    expected = reference_pyramid(sample_planes(1024, 4), (1, 1, 2, 2), 2, "mean")
+    np.testing.assert_array_equal(zarr.open_array(f"{root}/1", mode="r")[...], expected[1])
+    np.testing.assert_array_equal(np.asarray(layers[0].data[1]), expected[1][0])
