@@ -152,11 +152,7 @@ class Expected:
 
 
 def hidden_leftovers(root: Path) -> list[str]:
-    return sorted(
-        n
-        for n in os.listdir(root)
-        if (n.startswith(".napari-pyramids") and n != ".napari-pyramids-record.json")
-    )
+    return sorted(n for n in os.listdir(root) if n.startswith(".napari-pyramids"))
 
 
 # --------------------------------------------------------------------------- children

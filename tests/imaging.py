@@ -168,11 +168,12 @@ def level_paths(root: Path) -> list[str]:
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
-    """sha256 of every regular file under ``folder``, following links to read."""
+    """sha256 of every regular file under ``folder``, following links to read; the change
+    record (kept inside level 1) is left out: stamps of when it was made, not image content."""
     return {
         str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
         for f in sorted(folder.rglob("*"))
-        if f.is_file()
+        if f.is_file() and f.name != CHANGE_RECORD
     }
 
 

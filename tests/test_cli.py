@@ -140,11 +140,7 @@ def test_ctrl_c_after_the_publish_reports_the_pyramid_built(tmp_path, rng, capsy
     assert [n for n in path.iterdir() if n.name.startswith(".napari-pyramids-build-")]
     assert main(["build", str(path), "--levels", "3", "--quiet"]) == 2
     assert "level '1' already exists" in capsys.readouterr().err
-    assert not [
-        n
-        for n in path.iterdir()
-        if (n.name.startswith(".napari-pyramids") and n.name != ".napari-pyramids-record.json")
-    ]
+    assert not [n for n in path.iterdir() if n.name.startswith(".napari-pyramids")]
 
 
 def test_a_closed_pipe_ends_quietly_with_no_traceback(tmp_path, rng):

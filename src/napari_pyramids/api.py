@@ -172,9 +172,9 @@ def update_pyramid(
     regions
         Level-0 regions the caller changed, each a tuple of slices (one per axis, step 1;
         ``None`` bounds allowed), e.g. ``[(slice(0, 1), slice(100, 400), slice(50, 350))]``.
-        None (default): found from the change record the build left with the image
-        (``.napari-pyramids-record.json``: each level-0 chunk's size and modification time,
-        or ETag). Changes outside the given regions are left for a later update to find.
+        None (default): found from the change record the build left beside level 1
+        (``1/.napari-pyramids-record.json``: each level-0 chunk's size and modification
+        time, or ETag). Changes outside the given regions are left for a later update to find.
     memory_budget, workers, progress, cancel, scheduler, executor, storage_options
         As for :func:`build_pyramid`; ``progress(done, total)`` counts the units rewritten.
 

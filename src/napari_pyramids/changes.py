@@ -1,8 +1,8 @@
 """What changed in level 0 since its pyramid was built: the change record and its comparison.
 
-A build leaves ``.napari-pyramids-record.json`` in the image group, written once its levels
-are published: the options that made the pyramid, level 0's shape and write unit, and for
-each stored level-0 write unit (chunk, or shard) what identifies its content now:
+A build leaves ``.napari-pyramids-record.json`` in the folder of level 1's array, written once
+its levels are published: the options that made the pyramid, level 0's shape and write unit,
+and for each stored level-0 write unit (chunk, or shard) what identifies its content now:
 
 - on a disk, its size and modification time in nanoseconds: one ``stat`` per unit, so
   finding that nothing changed costs a directory listing, not a read of level 0. Copies made
@@ -15,14 +15,20 @@ each stored level-0 write unit (chunk, or shard) what identifies its content now
   single-part upload it is the MD5 of the bytes), from the same listing.
 
 Hashing every unit instead would be robust to any copy but reads all of level 0: a full
-build's worth of I/O to find that nothing changed. The record is a hidden key (readers and
-``ome-zarr-models`` look only at zarr metadata documents; zarr lists only folders holding
-one), small (a few dozen bytes per unit), and untrusted like any file of the image: a
-malformed one is ignored with a warning and the update recomputes every level. It is
-written after the metadata that lists the levels, so a build rolled back keeps the old
-record with the old levels; a build killed between the two leaves an older record, which
-only makes the next update recompute units it need not (when the options are the same) or
-rebuild in full (when they differ from the metadata's provenance).
+build's worth of I/O to find that nothing changed.
+
+Why inside level 1's array: zarr-python 3 lists a group's members by listing the group's
+folder and warns about every entry that is neither an array nor a group (any file or folder
+of ours beside ``zarr.json``), while inside an array it looks only at the keys of the chunks
+(or shards) the array's grid names; tensorstore, ome-zarr-models, ome-zarr-py (napari-ome-zarr)
+and ngff-zarr do the same. Level 1 is ours: a build writes it whole and replaces (or removes)
+it whole, so the record goes with the levels it describes. A build publishes level 1 without
+a record, then the metadata listing it, then the record: killed in between, the image has no
+record and the next update rebuilds in full; a record never outlives the level 1 it was
+written beside. The record is small (a few dozen bytes per unit) and untrusted like any file
+of the image: a malformed one is ignored with a warning and the update recomputes every
+level. A record beside levels another tool wrote since (same folder names) no longer agrees
+with the metadata's provenance and is ignored (``update._record_matches``).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from .errors import PyramidError
 from .ome.image import ArrayInfo
 from .storage import Store, encode_json
 
-RECORD_KEY = ".napari-pyramids-record.json"
+RECORD_NAME = ".napari-pyramids-record.json"
 RECORD_VERSION = 1
 TOOL = "napari-pyramids"
 # A unit written less than this before the record may be rewritten within the same tick of
@@ -84,6 +90,11 @@ class ChangeRecord:
             "units": {key: list(state) for key, state in sorted(self.units.items())},
         }
         return encode_json(document, indent=None)
+
+
+def record_key(level1_path: str) -> str:
+    """Where the record of a pyramid whose level 1 is at ``level1_path`` is kept."""
+    return f"{level1_path.rstrip('/')}/{RECORD_NAME}"
 
 
 def unit_grid(info: ArrayInfo) -> tuple[int, ...]:
@@ -183,11 +194,12 @@ def dependent_units(
     return sorted(found)
 
 
-def read_record(store: Store) -> ChangeRecord | None:
-    """The image's change record, or None if it has none or one that is not ours (warned)."""
+def read_record(store: Store, level1_path: str) -> ChangeRecord | None:
+    """The pyramid's change record, or None if it has none or one that is not ours (warned)."""
+    key = record_key(level1_path)
     try:
         document = store.read_json(
-            RECORD_KEY,
+            key,
             "change record",
             max_bytes=MAX_RECORD_BYTES,
             max_values=2**26,
@@ -202,7 +214,7 @@ def read_record(store: Store) -> ChangeRecord | None:
         return _parse(document)
     except (KeyError, TypeError, ValueError, AttributeError):
         warnings.warn(
-            f"{store.describe(RECORD_KEY)} is not a change record of napari-pyramids; ignored, "
+            f"{store.describe(key)} is not a change record of napari-pyramids; ignored, "
             "every level will be recomputed",
             stacklevel=3,
         )
@@ -246,8 +258,9 @@ def options_record(plan: Any, options: Any) -> dict[str, Any]:
 
 
 def record_of_build(plan: Any, options: Any) -> tuple[str, bytes] | None:
-    """The record a build leaves: level 0 as the build is about to read it."""
-    if callable(plan.aggregation):
+    """The record a build leaves beside its level 1: level 0 as the build is about to read
+    it."""
+    if callable(plan.aggregation) or len(plan.levels) < 2:
         return None
     info = plan.image.level0
     record = ChangeRecord(
@@ -257,7 +270,7 @@ def record_of_build(plan: Any, options: Any) -> tuple[str, bytes] | None:
         options_record(plan, options),
         snapshot(plan.image.store, info),
     )
-    return RECORD_KEY, record.to_bytes()
+    return record_key(plan.levels[1].path), record.to_bytes()
 
 
 def boxes_of_units(info: ArrayInfo, keys: Iterable[str]) -> Iterator[Box]:

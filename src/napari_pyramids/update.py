@@ -31,7 +31,6 @@ import numpy as np
 
 from .changes import (
     OPTION_KEYS,
-    RECORD_KEY,
     Box,
     ChangeRecord,
     boxes_of_units,
@@ -40,6 +39,7 @@ from .changes import (
     dependent_units,
     grown_boxes,
     read_record,
+    record_key,
     snapshot,
     updated_units,
 )
@@ -138,7 +138,7 @@ def iter_update(
                 if decision.record is not None:
                     # Same content, new stamps (a copy, say): compared by stamp next time.
                     store.unit_writer(update_id, image.level0.path).set(
-                        RECORD_KEY, decision.record
+                        record_key(image.level_paths[1]), decision.record
                     )
                     store.finish_units(update_id)
                 return UpdateReport(str(store.describe()), UNCHANGED)
@@ -169,7 +169,7 @@ def _decide(
 ) -> _Decision:
     """Under the lock: the plan, the changed level-0 regions, or why to rebuild in full."""
     _check_has_pyramid(image)
-    record = read_record(image.store)
+    record = read_record(image.store, image.level_paths[1])
     if record is not None and not _record_matches(record, image):
         record = None
     options = _options_of(record, image, budget)
@@ -367,7 +367,7 @@ def _refresh(
             for level in plan.new_levels:
                 writer.set(f"{level.path}/{image.format.array_file}", encode_json(level.document))
         if decision.record is not None:
-            writer.set(RECORD_KEY, decision.record)
+            writer.set(record_key(image.level_paths[1]), decision.record)
     except OSError as exc:
         raise store.write_error(exc) from exc
     store.finish_units(update_id)

@@ -8,9 +8,11 @@ Examples per property: ``NAPARI_PYRAMIDS_EXAMPLES`` (default 30).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 
 from faultkit import validate_ome
 from imaging import (
+    CHANGE_RECORD,
     DEFAULT_AXES,
     age_files,
     file_hashes,
@@ -36,15 +39,16 @@ EXAMPLES = int(os.environ.get("NAPARI_PYRAMIDS_EXAMPLES", 30))
 METHODS = ["mean", "median", "min", "max", "mode", "nearest"]
 DTYPES = ["uint8", "uint16", "int32", "float32"]
 MAX_VOXELS = 4000
-RECORD = ".napari-pyramids-record.json"
+RECORD = "1/.napari-pyramids-record.json"  # inside level 1 of the images built()
 
 
 def levels_state(root: Path) -> dict[str, tuple[int, int]]:
-    """(inode, mtime_ns) of every file of levels 1..n: any rewrite changes one of them."""
+    """(inode, mtime_ns) of every file of levels 1..n but the change record (rewritten by
+    design after an update): any rewrite changes one of them."""
     state = {}
     for path in level_paths(root)[1:]:
         for folder, _, files in os.walk(root / path):
-            for name in files:
+            for name in set(files) - {CHANGE_RECORD}:
                 info = os.stat(os.path.join(folder, name))
                 state[os.path.join(folder, name)] = (info.st_ino, info.st_mtime_ns)
     return state
@@ -310,11 +314,72 @@ def test_cli_updates_every_image_of_a_folder(tmp_path, capsys):
     np.testing.assert_array_equal(zarr.open_array(roots[1] / "2")[...], expected[2])
 
 
-def test_record_is_ignored_by_ome_zarr_readers(tmp_path):
-    root = built(tmp_path, zarr_format=3)
-    assert (root / RECORD).exists()
-    validate_ome(root)
-    group = zarr.open_group(root, mode="r")
-    # zarr-python 3 lists it as it lists any file that is not zarr's (and says so once).
-    with pytest.warns(UserWarning, match="not recognized as a component"):
-        assert sorted(group.array_keys()) == ["0", "1", "2"]
+@pytest.mark.parametrize(
+    ("zarr_format", "shards"),
+    [pytest.param(2, None, id="v2"), pytest.param(3, None, id="v3"),
+     pytest.param(3, (1, 32, 32), id="v3-sharded")],
+)  # fmt: skip
+def test_zarr_python_lists_a_built_and_updated_image_without_a_warning(
+    tmp_path, zarr_format, shards
+):
+    data = np.random.default_rng(2).integers(0, 1000, size=(2, 96, 80), dtype=np.uint16)
+    root = write_image(
+        tmp_path / "img.zarr", data, zarr_format=zarr_format, chunks=(1, 16, 16), shards=shards
+    )
+    build_pyramid(zarrurl=root, num_levels=3)
+    zarr.open_array(root / "0", mode="r+")[0, :20, :20] = 5
+    assert update_pyramid(zarrurl=root).status == "updated"
+    assert (root / RECORD).is_file()
+    expected = reference_pyramid(zarr.open_array(root / "0")[...], (1, 2, 2), 3, "mean")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        group = zarr.open_group(root, mode="r")
+        assert sorted(group.keys()) == ["0", "1", "2"]
+        assert sorted(name for name, _ in group.members()) == ["0", "1", "2"]
+        assert "1" in str(group.tree())
+        level1 = zarr.open_array(root / "1", mode="r")
+        # The record is not counted as a chunk (or shard) of level 1.
+        unit = level1.shards or level1.chunks  # zarr counts every chunk of a stored shard
+        per_unit = math.prod(u // c for u, c in zip(unit, level1.chunks, strict=True))
+        units = math.prod(-(-n // u) for n, u in zip(level1.shape, unit, strict=True))
+        assert level1.nchunks_initialized == units * per_unit
+        assert "Shape" in level1.info_complete().__repr__()
+        np.testing.assert_array_equal(level1[...], expected[1])
+        validate_ome(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # zarr-python's own note that v3 consolidated metadata is not in the spec is not ours.
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part")
+        assert sorted(zarr.consolidate_metadata(root).keys()) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_record_is_ignored_by_ome_zarr_readers(tmp_path, zarr_format):
+    import ngff_zarr
+    import tensorstore as ts
+    from napari_ome_zarr import napari_get_reader
+
+    root = built(tmp_path, zarr_format=zarr_format)
+    assert (root / RECORD).is_file()
+    expected = reference_pyramid(zarr.open_array(root / "0")[...], (1, 2, 2), 3, "mean")
+    driver = "zarr3" if zarr_format == 3 else "zarr"
+    spec = {"driver": driver, "kvstore": {"driver": "file", "path": str(root / "1")}}
+    np.testing.assert_array_equal(ts.open(spec, read=True).result().read().result(), expected[1])
+    (layer_data, _, _), *_ = napari_get_reader(str(root))(str(root))
+    np.testing.assert_array_equal(np.asarray(layer_data[1]), expected[1])
+    multiscales = ngff_zarr.from_ngff_zarr(str(root))
+    np.testing.assert_array_equal(np.asarray(multiscales.images[1].data), expected[1])
+
+
+def test_a_build_with_other_options_replaces_the_record_with_level_1(tmp_path):
+    root = built(tmp_path)
+    old = json.loads((root / RECORD).read_bytes())
+    build_pyramid(zarrurl=root, num_levels=3, method="max", overwrite=True)
+    assert json.loads((root / RECORD).read_bytes())["options"]["method"] == "max"
+    assert old["options"]["method"] == "mean"
+    zarr.open_array(root / "0", mode="r+")[1, 40:50, 0:16] = 999
+    assert update_pyramid(zarrurl=root).written == {1: 1, 2: 1}
+    expected = reference_pyramid(zarr.open_array(root / "0")[...], (1, 2, 2), 3, "max")
+    for k in (1, 2):
+        np.testing.assert_array_equal(zarr.open_array(root / str(k))[...], expected[k])
+    assert not [n for n in os.listdir(root) if n.startswith(".napari-pyramids")]

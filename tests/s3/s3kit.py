@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imaging import CHANGE_RECORD
+
 REGION = "us-east-1"
 _NAMES = itertools.count()
 
@@ -164,11 +166,14 @@ def upload(client: Any, folder: Path, bucket: str, prefix: str) -> None:
 
 
 def objects(client: Any, bucket: str, prefix: str = "") -> dict[str, str]:
-    """sha256 of every object of ``bucket`` under ``prefix``, by key relative to it."""
+    """sha256 of every object of ``bucket`` under ``prefix``, by key relative to it; the
+    change record (inside level 1) left out, as ``tree_snapshot`` leaves it: a cache."""
     found = {}
     start = f"{prefix}/" if prefix else ""
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=start):
         for entry in page.get("Contents", []):
+            if entry["Key"].endswith(f"/{CHANGE_RECORD}"):
+                continue
             body = client.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
             found[entry["Key"][len(start) :]] = hashlib.sha256(body).hexdigest()
     return found
