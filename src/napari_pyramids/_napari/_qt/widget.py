@@ -44,7 +44,7 @@ from ...pyramid.reduce import EDGES
 from ...system import cpu_count
 from ..picker import LayerPicker, read_layers, root_or_none
 from ..preview import PreviewLayers
-from ..request import default_request, plan_request
+from ..request import MOST_FACTOR, MOST_LEVELS, control_limits, default_request, plan_request
 from ..texts import (
     BUSY,
     CANCELLING,
@@ -53,6 +53,7 @@ from ..texts import (
     building_text,
     describe_on_disk,
     describe_plan,
+    in_widget_words,
     nothing_to_build,
     preview_text,
 )
@@ -94,9 +95,9 @@ class PyramidBuilder(Container):
             widgets=[
                 ComboBox(name="image", label="image", choices=picker.choices),
                 plain_label("info"),
-                SpinBox(name="num_levels", label="levels", min=1, max=32, value=1),
-                SpinBox(name="coarsening_xy", label="factor Y/X", min=2, max=16, value=2),
-                SpinBox(name="coarsening_z", label="factor Z", min=1, max=16, value=1),
+                SpinBox(name="num_levels", label="levels", min=2, max=MOST_LEVELS, value=2),
+                SpinBox(name="coarsening_xy", label="factor Y/X", min=2, max=MOST_FACTOR),
+                SpinBox(name="coarsening_z", label="factor Z", min=1, max=MOST_FACTOR, value=1),
                 ComboBox(name="method", label="method", choices=METHODS, value="mean"),
                 LineEdit(name="chunksize", label="chunks", value=""),
                 ComboBox(name="edge", label="edges", choices=EDGES, value="trim"),
@@ -211,7 +212,11 @@ class PyramidBuilder(Container):
 
     def _set_options(self, options: BuildOptions) -> None:
         with self._updating():
-            self.num_levels.value = options.num_levels
+            # Another image's bounds must not refuse this one's values; its own come next.
+            self.num_levels.max = MOST_LEVELS
+            self.coarsening_xy.max = self.coarsening_z.max = MOST_FACTOR
+            # An image already about 256 px gets one level more: building is why we're here.
+            self.num_levels.value = max(2, int(options.num_levels))
             self.coarsening_xy.value = options.coarsening_xy
             self.coarsening_z.value = options.coarsening_z
             self.method.value = options.method or "mean"
@@ -238,17 +243,32 @@ class PyramidBuilder(Container):
         self.info.value = "\n".join(
             filter(None, [describe_on_disk(image), note if self.image.choices else ""])
         )
+        self._bound_controls(image)
         try:
             plan = plan_request(image, self.request(image))
         except PyramidError as exc:
+            # Said once, in the summary; the status keeps to what happened.
             self.summary.value = visible_text(nothing_to_build(str(exc)))
-            self._say(str(exc))
+            if not self._runner.running:
+                self._say("")
             return
         if image.root not in self._ratios:  # walking level 0's chunks once per image is enough
             self._ratios[image.root] = compression_ratio(image)
         self.summary.value = describe_plan(plan, self._ratios[image.root])
         if not self._runner.running:
             self._say(READY)
+
+    def _bound_controls(self, image: OmeZarrImage) -> None:
+        """Let the spin boxes offer only what the image allows (levels, factors)."""
+        try:
+            limits = control_limits(image, self.request(image))
+        except PyramidError:  # the chunk text is refused: the plan says so
+            return
+        with self._updating():
+            self.coarsening_xy.max = limits.coarsening_xy
+            self.coarsening_z.max = limits.coarsening_z
+            self.coarsening_z.enabled = limits.coarsening_z > 1 and not self._runner.running
+            self.num_levels.max = limits.num_levels
 
     # ----------------------------------------------------------------- preview
     def show_preview(self, *_: Any) -> None:
@@ -262,7 +282,7 @@ class PyramidBuilder(Container):
             levels = self._preview.show(image, self.request(image))
         except PyramidError as exc:
             self._preview.remove()
-            self._refuse(str(exc))
+            self._refuse(in_widget_words(exc))
             return
         self._say(preview_text(levels))
 
@@ -301,6 +321,8 @@ class PyramidBuilder(Container):
     def _set_running(self, running: bool) -> None:
         for name in (*SETTINGS, "preview", "build"):
             self[name].enabled = not running
+        # No Z axis, nothing to set.
+        self.coarsening_z.enabled = not running and self.coarsening_z.max > 1
         self.cancel.enabled = running
 
     def _on_progress(self, done: int, total: int, text: str) -> None:
@@ -312,6 +334,8 @@ class PyramidBuilder(Container):
     def _on_build_end(self, end: BuildEnd) -> None:
         self._set_running(False)
         if end.outcome == "built":
+            with self._updating():  # a next build must ask again to replace these levels
+                self.overwrite.value = False
             self._show_built(end.root)
             self.progress.value = self.progress.max
         elif end.outcome == "cancelled":
