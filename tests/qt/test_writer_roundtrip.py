@@ -156,6 +156,12 @@ def test_two_selected_layers_of_one_image_are_saved_as_its_two_channels(
     np.testing.assert_allclose(back[1].colormap.colors[-1], [0.0, 1.0, 0.0, 1.0])
     assert [layer.visible for layer in back] == [True, False]
     np.testing.assert_allclose(back[0].scale, scale)
+    theirs = viewer.open(written, plugin="napari-ome-zarr")
+    for mine, other in zip(back, theirs, strict=True):
+        assert other.name.endswith(mine.name)
+        np.testing.assert_allclose(other.colormap.colors[-1], mine.colormap.colors[-1])
+        assert tuple(other.contrast_limits) == tuple(mine.contrast_limits)
+        assert other.visible == mine.visible
 
 
 def test_layers_of_different_shapes_are_refused_in_our_words(make_napari_viewer, tmp_path, rng):
