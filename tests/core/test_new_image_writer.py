@@ -7,6 +7,7 @@ import pytest
 import zarr
 from ome_zarr_models.v04 import Image, ImageLabel
 from ome_zarr_models.v05 import Image as ImageV05
+from ome_zarr_models.v05 import ImageLabel as ImageLabelV05
 
 from imaging import reference_pyramid
 from napari_pyramids import open_image
@@ -114,3 +115,14 @@ def test_channel_settings_that_do_not_fit_are_refused(tmp_path):
     with pytest.raises(PyramidError, match="not six hex digits"):
         write_new_image(tmp_path / "b.zarr", np.zeros((8, 8)), channels=[red])
     assert not any(tmp_path.iterdir())
+
+
+def test_labels_in_ngff_0_5_are_a_valid_label_image(tmp_path, rng):
+    labels = rng.integers(0, 4, size=(300, 300), dtype=np.uint32)
+
+    root = write_new_image(tmp_path / "seg.zarr", labels, labels=True, zarr_format=3)
+
+    ImageLabelV05.from_zarr(zarr.open_group(root, mode="r"))
+    assert open_image(root).is_label
+    expected = reference_pyramid(labels, (2, 2), 2, "mode")[1]
+    np.testing.assert_array_equal(zarr.open_array(root / "1", mode="r")[...], expected)
