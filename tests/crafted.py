@@ -31,7 +31,14 @@ import numpy as np
 import zarr
 
 from imaging import level_paths, metadata_file, tree_snapshot, write_image
-from napari_pyramids.errors import MemoryBudgetError, PyramidError
+from napari_pyramids.errors import (
+    LabelMethodError,
+    LevelExistsError,
+    MemoryBudgetError,
+    NoZAxisError,
+    PyramidError,
+    TooManyLevelsError,
+)
 
 SHAPE = (64, 64)
 CHUNKS = (16, 16)
@@ -1217,6 +1224,7 @@ CASES += [
         image_case,
         ("coarsening_z=2", "no Z axis", "coarsening_z=1"),
         kwargs={"coarsening_z": 2},
+        error=NoZAxisError,
     ),
     Case(
         "too-many-levels",
@@ -1224,6 +1232,7 @@ CASES += [
         image_case,
         ("num_levels=20", "too many", "num_levels <= 7"),
         kwargs={"num_levels": 20},
+        error=TooManyLevelsError,
     ),
     Case("levels-0", "5", image_case, ("num_levels", ">= 1", "got 0"), kwargs={"num_levels": 0}),
     Case(
@@ -1276,6 +1285,7 @@ CASES += [
         labels_case(False),
         ("label image", "mean", "mode"),
         kwargs={"method": "mean"},
+        error=LabelMethodError,
     ),
     Case(
         "median-on-labels-metadata-v3",
@@ -1283,6 +1293,7 @@ CASES += [
         labels_case(False, 3),
         ("label image", "median", "mode"),
         kwargs={"method": "median"},
+        error=LabelMethodError,
     ),
     Case(
         "mean-on-labels-group",
@@ -1290,6 +1301,7 @@ CASES += [
         labels_case(True),
         ("label image", "mean", "mode"),
         kwargs={"method": "mean"},
+        error=LabelMethodError,
     ),
     Case(
         "mean-on-labels-group-v3",
@@ -1297,6 +1309,7 @@ CASES += [
         labels_case(True, 3),
         ("label image", "mean", "mode"),
         kwargs={"method": "mean"},
+        error=LabelMethodError,
     ),
     Case(
         "aggregation-function-and-method",
@@ -1399,6 +1412,7 @@ CASES += [
         existing_level_case(True),
         ("'1'", "already exists", "overwrite=True"),
         cli_words=("'1'", "already exists", "--overwrite"),
+        error=LevelExistsError,
     ),
     Case(
         "existing-unlisted-array",
@@ -1406,6 +1420,7 @@ CASES += [
         existing_level_case(False),
         ("'1'", "already exists", "overwrite=True"),
         cli_words=("'1'", "already exists", "--overwrite"),
+        error=LevelExistsError,
     ),
     # Overwrite replaces pyramid levels, nothing else of the user's.
     Case(

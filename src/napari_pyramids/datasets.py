@@ -305,3 +305,34 @@ def _factor_args(image: OmeZarrImage) -> list[str]:
         if abs(ratio - factor) < 1e-6 and factor != default and factor >= 1:
             args += [flag, str(factor)]
     return args
+
+
+def place_name(image: OmeZarrImage) -> str:
+    """Where the image sits, for people: ``plate.zarr/A/1/0`` for a field of a plate (and
+    ``plate.zarr/A/1/0/labels/cells`` for its label images), else its folder's name.
+
+    A plate's fields are all named ``0``, ``1``...; only their place tells them apart.
+    """
+    try:
+        place = _place_in_plate(image.store)
+    except PyramidError:  # unreadable metadata above the image: not a plate we can name
+        place = None
+    return place or image.store.name()
+
+
+def _place_in_plate(store: Store) -> str | None:
+    below = [store.name()]
+    above = store.parent()
+    if above is not None and read_node(above).kind == LABELS:
+        field = above.parent()
+        if field is None:
+            return None
+        store, below = field, [field.name(), "labels", *below]
+    well = store.parent()
+    row = well.parent() if well is not None else None
+    plate = row.parent() if row is not None else None
+    if well is None or row is None or plate is None:
+        return None
+    if read_node(well).kind != WELL or read_node(plate).kind != PLATE:
+        return None
+    return "/".join([plate.name(), row.name(), well.name(), *below])

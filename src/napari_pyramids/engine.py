@@ -348,9 +348,7 @@ def _running_part(under_way: Mapping[tuple[int, int], float]) -> float:
     return sum(min(done, 0.999) for done in under_way.values())
 
 
-def _todo(
-    task: BlockTask, number: int, blocks: Sequence[Sequence[int]] | None
-) -> Sequence[int]:
+def _todo(task: BlockTask, number: int, blocks: Sequence[Sequence[int]] | None) -> Sequence[int]:
     """The block numbers of ``task`` (stage ``number``) to run: all, or those listed."""
     return range(task.stage.n_blocks) if blocks is None else blocks[number]
 

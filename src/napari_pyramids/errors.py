@@ -2,13 +2,58 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PyramidError(ValueError):
     """A request that cannot be honoured; the message names the problem and the fix.
 
     It subclasses ValueError so that callers written against fractal-tasks-core's
     ``build_pyramid`` (which raises ValueError) keep catching it.
+
+    The fix is given in the words of the library and the CLI (``num_levels``,
+    ``--overwrite``). For a door with other words (the napari widget), an error whose fix
+    names a parameter is one of the subclasses below: ``problem`` is the message without the
+    fix and the attributes say what a fix needs, so the door words its own.
     """
+
+    problem: str = ""
+
+    def __init__(self, message: str, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem if problem is not None else message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled whole (a dask worker's error reaches the client): the default pickling
+        # calls the class with ``args`` alone and would drop the fields.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[PyramidError], args: tuple[Any, ...], fields: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(fields)
+    return error
+
+
+class TooManyLevelsError(PyramidError):
+    """A level would be smaller than one pixel; ``most`` levels are possible."""
+
+    def __init__(self, message: str, problem: str, most: int) -> None:
+        super().__init__(message, problem)
+        self.most = most
+
+
+class NoZAxisError(PyramidError):
+    """A Z factor was asked of an image without a Z axis."""
+
+
+class LabelMethodError(PyramidError):
+    """A method that invents label ids was asked of a label image."""
+
+
+class LevelExistsError(PyramidError):
+    """A level the build would write exists and overwriting was not asked for."""
 
 
 class ImageBusyError(PyramidError):
@@ -16,7 +61,10 @@ class ImageBusyError(PyramidError):
 
 
 class MemoryBudgetError(PyramidError):
-    """The blocks a build needs do not fit its memory budget (a bigger budget would)."""
+    """The blocks a build needs do not fit its memory budget (a bigger budget would).
+
+    ``problem`` is the message without the fix.
+    """
 
 
 class BuildCancelled(Exception):  # noqa: N818 - a cancel is not an error

@@ -1,8 +1,10 @@
 """Save an in-memory image or label array as a new OME-Zarr image, then build its pyramid.
 
 Behind the napari writer contribution: a layer opened from a TIFF (or computed) becomes a
-NGFF 0.4 image (zarr v2, read by every OME-Zarr tool) whose lower levels are then built by
-the same engine as everything else.
+NGFF 0.4 image (zarr v2, read by every OME-Zarr tool; or zarr v3 / NGFF 0.5 on request) whose
+lower levels are then built by the same engine as everything else. How each channel is shown
+(name, colour, contrast window, visibility) is kept as NGFF ``omero`` metadata, which
+OME-Zarr viewers read back.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,37 @@ import zarr
 
 from .engine import iter_build, run_build
 from .errors import PyramidError
+from .ome.format import FORMATS
 from .ome.image import _AXIS_TYPES, default_axes
 from .options import AUTO, BuildOptions
 
 # Chunks of 512 px in Y and X and one plane deep read fast in napari at every zoom.
 _PLANE_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class ChannelDisplay:
+    """How one channel is shown: NGFF ``omero.channels[i]``.
+
+    Attributes
+    ----------
+    label
+        The channel's name.
+    color
+        Six hex digits, ``"00FFFF"`` for cyan.
+    window
+        The contrast limits (start, end).
+    limits
+        The range the contrast may take (min, max); the dtype's range when None.
+    active
+        Whether the channel is shown.
+    """
+
+    label: str
+    color: str = "FFFFFF"
+    window: tuple[float, float] | None = None
+    limits: tuple[float, float] | None = None
+    active: bool = True
 
 
 def write_new_image(
@@ -36,6 +65,8 @@ def write_new_image(
     name: str | None = None,
     labels: bool = False,
     unit: str | None = None,
+    channels: Sequence[ChannelDisplay] | None = None,
+    zarr_format: int = 2,
 ) -> Path:
     """Write ``data`` as level 0 of a new OME-Zarr image and build its pyramid.
 
@@ -56,6 +87,11 @@ def write_new_image(
         Write a label image (``image-label`` metadata; the pyramid uses mode).
     unit
         Unit of the space axes (e.g. ``"micrometer"``).
+    channels
+        How each channel is shown (one entry per channel, or one for an image without a
+        channel axis), written as NGFF ``omero`` metadata.
+    zarr_format
+        2 for zarr v2 / NGFF 0.4, 3 for zarr v3 / NGFF 0.5.
 
     Returns
     -------
@@ -73,6 +109,10 @@ def write_new_image(
             "(t, c, z, y, x)"
         )
     names = _axis_names(axes, ndim)
+    if zarr_format not in FORMATS:
+        raise PyramidError(
+            f"zarr_format must be 2 (NGFF 0.4) or 3 (NGFF 0.5), not {zarr_format!r}"
+        )
     scale = _per_axis(scale, ndim, 1.0, "scale")
     translation = _per_axis(translation, ndim, 0.0, "translation")
     target = Path(path).expanduser().absolute()
@@ -83,8 +123,11 @@ def write_new_image(
     dtype = np.dtype(data.dtype) if hasattr(data, "dtype") else np.asarray(data).dtype
     if dtype.kind not in "biuf":
         raise PyramidError(f"a {dtype} layer cannot be saved; OME-Zarr holds numbers")
+    omero = _omero(channels, names, data.shape, dtype)
     try:
-        _write_level0(target, data, dtype, names, scale, translation, name, labels, unit)
+        _write_level0(
+            target, data, dtype, names, scale, translation, name, labels, unit, omero, zarr_format
+        )
         # Levels down to about 256 px; labels (from the metadata just written) use mode.
         run_build(iter_build(target, BuildOptions(num_levels=AUTO)))
     except BaseException:
@@ -122,19 +165,20 @@ def _write_level0(
     name: str | None,
     labels: bool,
     unit: str | None,
+    omero: dict[str, Any] | None,
+    zarr_format: int,
 ) -> None:
     shape = tuple(int(n) for n in data.shape)
     chunks = tuple(
         min(n, _PLANE_CHUNK) if axis in "yx" else 1 for axis, n in zip(names, shape, strict=True)
     )
-    group = zarr.open_group(target, mode="w-", zarr_format=2)
-    array = group.create_array(
-        "0",
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        chunk_key_encoding={"name": "v2", "separator": "/"},
+    layout: dict[str, Any] = (
+        {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
+        if zarr_format == 2
+        else {"dimension_names": names}
     )
+    group = zarr.open_group(target, mode="w-", zarr_format=zarr_format)
+    array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, **layout)
     # Plane by plane, so a big dask layer never has to fit in memory at once.
     for index in np.ndindex(*shape[:-2]):
         array[index] = np.asarray(data[index])
@@ -147,13 +191,56 @@ def _write_level0(
         if unit and axis in "zyx":
             entry["unit"] = unit
         axes.append(entry)
-    multiscale = {
-        "version": "0.4",
-        "name": name or target.name,
-        "axes": axes,
-        "datasets": [{"path": "0", "coordinateTransformations": transforms}],
-    }
-    attrs: dict[str, Any] = {"multiscales": [multiscale]}
+    fmt = FORMATS[zarr_format]
+    multiscale = fmt.new_multiscale(name or target.name, axes)
+    multiscale["datasets"] = [{"path": "0", "coordinateTransformations": transforms}]
+    document = fmt.empty_group()
+    ngff = fmt.ngff_of_document(document)
+    ngff["multiscales"] = [multiscale]
     if labels:
-        attrs["image-label"] = {"version": "0.4"}
-    group.attrs.update(attrs)
+        ngff["image-label"] = {"version": fmt.ngff_version} if zarr_format == 2 else {}
+    elif omero is not None:
+        ngff["omero"] = omero
+    group.attrs.update(fmt.attributes(document))
+
+
+def _omero(
+    channels: Sequence[ChannelDisplay] | None,
+    names: Sequence[str],
+    shape: Sequence[int],
+    dtype: np.dtype,
+) -> dict[str, Any] | None:
+    """NGFF ``omero`` metadata for ``channels``; None when there is nothing to say."""
+    if not channels:
+        return None
+    count = shape[names.index("c")] if "c" in names else 1
+    if len(channels) != count:
+        raise PyramidError(
+            f"{len(channels)} channel display settings for {count} channel(s); give one per "
+            "channel"
+        )
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        full: tuple[float, float] | None = (float(info.min), float(info.max))
+    else:
+        full = None
+    entries = []
+    for channel in channels:
+        color = channel.color.upper().lstrip("#")
+        if len(color) != 6 or any(c not in "0123456789ABCDEF" for c in color):
+            raise PyramidError(f"channel colour {channel.color!r} is not six hex digits")
+        start, end = channel.window if channel.window is not None else (full or (0.0, 1.0))
+        low, high = channel.limits or full or (start, end)
+        entry: dict[str, Any] = {
+            "label": channel.label,
+            "color": color,
+            "active": bool(channel.active),
+            "window": {
+                "start": float(start),
+                "end": float(end),
+                "min": float(min(low, start)),
+                "max": float(max(high, end)),
+            },
+        }
+        entries.append(entry)
+    return {"channels": entries, "rdefs": {"model": "color"}}

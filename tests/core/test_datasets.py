@@ -13,7 +13,7 @@ import pytest
 from imaging import reference_pyramid, write_image
 from napari_pyramids import PyramidError, build_dataset, build_pyramid
 from napari_pyramids.dataset_build import BUILT, CANCELLED, COMPLETE, REFUSED, SKIPPED
-from napari_pyramids.datasets import find_images, labels_out_of_step
+from napari_pyramids.datasets import find_images, labels_out_of_step, place_name
 from napari_pyramids.images import open_image
 from plates import (
     bioformats2raw_collection,
@@ -333,3 +333,20 @@ def test_build_pyramid_on_an_image_with_labels_warns_with_the_fix(tmp_path, rng)
     assert f"run: napari-pyramids build {image}/labels/cells --levels 2" in str(caught[0].message)
     with pytest.warns(UserWarning, match="has 3 levels but its image"):
         build_pyramid(zarrurl=image / "labels/cells", num_levels=3)
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_images_in_a_plate_are_named_by_their_place(tmp_path, rng, version):
+    plate = tmp_path / "plate.zarr"
+    ome_zarr_plate(plate, version, rng, wells=("A/1", "B/2"), fields=2, label_fields=("B/2/1",))
+    lone = write_image(tmp_path / "lone.zarr", np.zeros((8, 8), np.uint8))
+
+    found = find_images(plate)
+    names = {image.name: place_name(open_image(image.path)) for image in found.images}
+    for image in found.images:
+        for label in image.labels:
+            names[image.label_name(label)] = place_name(open_image(image.label_path(label)))
+
+    assert names == {name: f"plate.zarr/{name}" for name in names}
+    assert {"A/1/0", "B/2/1", "B/2/1/labels/cells"} <= set(names)
+    assert place_name(open_image(lone)) == "lone.zarr"

@@ -8,7 +8,7 @@ from napari.components import ViewerModel
 from napari_pyramids._napari.layers import PATH_KEY
 from napari_pyramids._napari.picker import LayerPicker, read_layers, root_or_none, source_layers
 from napari_pyramids._napari.sample_data import write_sample_image
-from napari_pyramids._napari.texts import NO_LAYER
+from napari_pyramids._napari.texts import NO_LAYER, SAVE_AS_OME_ZARR
 
 
 def test_picker_lists_image_layers_top_first_and_names_the_others(tmp_path):
@@ -24,10 +24,10 @@ def test_picker_lists_image_layers_top_first_and_names_the_others(tmp_path):
     viewer.add_image(np.zeros((8, 8)), name="scratch")
 
     assert picker.choices() == [("membranes", membranes), ("nuclei", nuclei)]
-    assert (
-        picker.note
-        == "Not listed, not from an OME-Zarr image on disk: 'scratch' (not read from a file)"
-    )
+    assert picker.note.split("\n") == [
+        "Not listed, not from an OME-Zarr image on disk: 'scratch' (not read from a file)",
+        SAVE_AS_OME_ZARR,
+    ]
     assert nuclei.metadata[PATH_KEY] == str(root)
     assert root_or_none(nuclei) == root
     assert root_or_none(viewer.layers["scratch"]) is None
@@ -59,8 +59,9 @@ def test_picker_names_five_unlisted_layers_and_counts_the_rest():
         viewer.add_image(np.zeros((4, 4)), name=f"plain {i}")
 
     assert picker.choices() == []
-    listed, unlisted = picker.note.split("\n")
+    listed, unlisted, hint = picker.note.split("\n")
     assert listed == NO_LAYER
+    assert hint == SAVE_AS_OME_ZARR
     assert unlisted.count("(not read from a file)") == 5
     assert "'plain 6'" in unlisted
     assert "'plain 1'" not in unlisted

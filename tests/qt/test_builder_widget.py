@@ -325,14 +325,19 @@ def test_read_only_image_is_refused(qtbot, viewer_and_builder, sample_path):
     assert tree_snapshot(sample_path) == before
 
 
-def test_levels_below_one_pixel_and_bad_chunks_are_refused(qtbot, viewer_and_builder, sample_path):
+def test_levels_below_one_pixel_are_not_offered_and_bad_chunks_are_refused(
+    qtbot, viewer_and_builder, sample_path
+):
     viewer, widget = viewer_and_builder
     _open(viewer, sample_path)
     before = tree_snapshot(sample_path)
 
-    widget.num_levels.value = 11
-    assert "smaller than one pixel" in _refusal(qtbot, widget, widget.build)
-    assert "smaller than one pixel" in _refusal(qtbot, widget, widget.preview)
+    # 512 -> 256 -> ... -> 1 px: ten levels; an eleventh would be below one pixel.
+    assert widget.num_levels.max == 10
+    with pytest.raises(ValueError, match="outside of the allowed range"):
+        widget.num_levels.value = 11
+    widget.num_levels.value = 10
+    assert "level 9 (9): 2×4×1×1" in widget.summary.value
     widget.num_levels.value = 2
     widget.chunksize.value = "1,1,64"
     assert "has 3 numbers but the image has 4 axes" in _refusal(qtbot, widget, widget.build)
@@ -370,9 +375,9 @@ def test_a_bad_parameter_during_a_preview_removes_it_and_says_why(
         widget.preview.clicked()
 
     with qtbot.waitSignal(widget.events.refused, timeout=5000) as refused:
-        widget.num_levels.value = 12  # the debounced refresh refuses it
+        widget.chunksize.value = "1,1,64"  # the debounced refresh refuses it
 
-    assert "smaller than one pixel" in refused.args[0]
+    assert "has 3 numbers but the image has 4 axes" in refused.args[0]
     assert widget.preview_layers == ()
     assert list(viewer.layers) == sources
     assert all(layer.visible for layer in sources)

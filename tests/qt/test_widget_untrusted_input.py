@@ -76,12 +76,18 @@ HELD_BY_THE_CONTROL = {
     "method-unknown": "method",
     "edge-unknown": "edge",
     "overwrite-not-bool": "overwrite",
+    # The spin boxes offer only what the image allows: no Z factor without a Z axis, no
+    # more levels than fit before a level gets below one pixel.
+    "z-factor-without-z": "coarsening_z",
+    "too-many-levels": "num_levels",
 }
 
 # Rows the widget refuses in its own words, and why they differ from the library's.
 WIDGET_WORDS = {
     # The widget refuses to rebuild an existing pyramid before planning, naming its checkbox.
     "existing-listed-level": ("already multiscale", "2 levels", "tick 'overwrite'"),
+    # A stray level the metadata does not list: the planner finds it, the widget names the box.
+    "existing-unlisted-array": ("'1'", "already exists", "tick 'overwrite'"),
     # The chunk size is typed as text: its parser counts the numbers against the axes.
     "chunksize-wrong-length": ("'1,16,16'", "3 numbers", "2 axes", "leave it blank"),
     # The reader opens every listed level to show it, so a listed level that is a link to

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import zarr
 from ome_zarr_models.v04 import Image
+from ome_zarr_models.v05 import Image as ImageV05
 
 from imaging import reference_pyramid
 from napari_pyramids import open_image
+from napari_pyramids._napari.writer import SaveRefused
 
 pytestmark = pytest.mark.gui
 
@@ -78,3 +82,135 @@ def test_rgb_layer_is_saved_with_colour_as_the_channel_axis(
     np.testing.assert_array_equal(
         zarr.open_array(f"{written}/0", mode="r")[...], np.moveaxis(data, -1, 0)
     )
+
+
+def _writer(display_name):
+    """Our writer contribution shown in napari's save dialog under ``display_name``."""
+    from npe2 import PluginManager
+
+    manifest = PluginManager.instance().get_manifest("napari-pyramids")
+    [writer] = [w for w in manifest.contributions.writers if w.display_name == display_name]
+    return writer
+
+
+@pytest.mark.parametrize(
+    ("writer", "model"),
+    [("OME-Zarr with pyramid", Image), ("OME-Zarr 0.5 (zarr v3) with pyramid", ImageV05)],
+    ids=["ngff0.4", "ngff0.5"],
+)
+def test_a_cyan_layer_reopens_cyan_with_its_contrast_in_both_readers(
+    make_napari_viewer, tmp_path, rng, writer, model
+):
+    data = rng.integers(0, 3000, size=(600, 530), dtype=np.uint16)
+    viewer = make_napari_viewer()
+    viewer.add_image(data, name="nuclei", colormap="cyan", contrast_limits=(100, 1500))
+
+    [written] = viewer.layers.save(
+        str(tmp_path / "cyan.zarr"), selected=False, _writer=_writer(writer)
+    )
+    model.from_zarr(zarr.open_group(written, mode="r"))
+    viewer.layers.clear()
+    [ours] = viewer.open(written, plugin="napari-pyramids")
+    [theirs] = viewer.open(written, plugin="napari-ome-zarr")
+
+    for back in (ours, theirs):
+        np.testing.assert_allclose(back.colormap.colors[-1], [0.0, 1.0, 1.0, 1.0])
+        assert tuple(back.contrast_limits) == (100, 1500)
+        assert back.visible
+    assert ours.name == "nuclei"
+    assert theirs.name.endswith("nuclei")
+    np.testing.assert_array_equal(np.asarray(ours.data[0]), data)
+
+
+def test_two_selected_layers_of_one_image_are_saved_as_its_two_channels(
+    make_napari_viewer, tmp_path, rng
+):
+    dna = rng.integers(0, 4000, size=(3, 520, 600), dtype=np.uint16)
+    actin = rng.integers(0, 4000, size=(3, 520, 600), dtype=np.uint16)
+    viewer = make_napari_viewer()
+    scale = (2.0, 0.5, 0.5)
+    first = viewer.add_image(dna, name="cells c0", colormap="magenta", scale=scale,
+                             contrast_limits=(10, 900))  # fmt: skip
+    second = viewer.add_image(actin, name="cells c1", colormap="green", scale=scale,
+                              contrast_limits=(5, 3000), visible=False)  # fmt: skip
+    viewer.add_image(rng.random((7, 7)), name="unrelated")
+    viewer.layers.selection = {first, second}
+
+    [written] = viewer.layers.save(
+        str(tmp_path / "two.zarr"), selected=True, _writer=_writer("OME-Zarr with pyramid")
+    )
+
+    Image.from_zarr(zarr.open_group(written, mode="r"))
+    image = open_image(written)
+    assert [a.name for a in image.axes] == ["c", "z", "y", "x"]
+    assert image.multiscale["name"] == "cells"
+    level0 = zarr.open_array(f"{written}/0", mode="r")[...]
+    np.testing.assert_array_equal(level0, np.stack([dna, actin]))
+    expected = reference_pyramid(np.stack([dna, actin]), (1, 1, 2, 2), 3, "mean")
+    np.testing.assert_array_equal(zarr.open_array(f"{written}/2", mode="r")[...], expected[2])
+    viewer.layers.clear()
+    back = viewer.open(written, plugin="napari-pyramids")
+    assert [layer.name for layer in back] == ["cells c0", "cells c1"]
+    assert [tuple(layer.contrast_limits) for layer in back] == [(10, 900), (5, 3000)]
+    np.testing.assert_allclose(back[0].colormap.colors[-1], [1.0, 0.0, 1.0, 1.0])
+    np.testing.assert_allclose(back[1].colormap.colors[-1], [0.0, 1.0, 0.0, 1.0])
+    assert [layer.visible for layer in back] == [True, False]
+    np.testing.assert_allclose(back[0].scale, scale)
+    theirs = viewer.open(written, plugin="napari-ome-zarr")
+    for mine, other in zip(back, theirs, strict=True):
+        assert other.name.endswith(mine.name)
+        np.testing.assert_allclose(other.colormap.colors[-1], mine.colormap.colors[-1])
+        assert tuple(other.contrast_limits) == tuple(mine.contrast_limits)
+        assert other.visible == mine.visible
+
+
+def test_layers_of_different_shapes_are_refused_in_our_words(make_napari_viewer, tmp_path, rng):
+    viewer = make_napari_viewer()
+    viewer.add_image(rng.random((40, 30)), name="small")
+    viewer.add_image(rng.random((60, 30)), name="tall")
+
+    with pytest.raises(SaveRefused, match=r"different shapes \('small' 40×30, 'tall' 60×30\)"):
+        viewer.layers.save(str(tmp_path / "mixed.zarr"), selected=False, plugin="napari-pyramids")
+    assert not (tmp_path / "mixed.zarr").exists()
+
+
+@pytest.mark.qt_no_exception_capture
+def test_saving_over_an_existing_path_shows_our_message_not_napari_s(
+    make_napari_viewer, tmp_path, rng, monkeypatch
+):
+    """File > Save Selected Layers... onto an existing folder: the user reads why."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+    from napari.plugins._npe2 import file_extensions_string_for_layers
+    from napari.utils.notifications import notification_manager
+    from qtpy.QtWidgets import QFileDialog
+
+    existing = tmp_path / "taken.zarr"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("keep me")
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(rng.random((30, 40)), name="image")
+    filters, _ = file_extensions_string_for_layers(list(viewer.layers))
+    ours = next(f for f in filters.split(";;") if f.startswith("Pyramid Builder OME-Zarr with"))
+    monkeypatch.setattr(
+        QFileDialog, "getSaveFileName", lambda *args, **kwargs: (str(existing), ours)
+    )
+    shown = []
+    monkeypatch.setattr(
+        NapariQtNotification, "show", lambda self: shown.append(self.message.text())
+    )
+    [action] = [a for a in viewer.window.file_menu.actions() if a.text().startswith("Save Sel")]
+
+    before = len(notification_manager.records)
+    with notification_manager:  # as napari.run() installs it: errors become notifications
+        action.trigger()
+    new = notification_manager.records[before:]
+    del notification_manager.records[before:]
+    messages = [n.message for n in new]
+    for notification in new:  # its traceback holds the viewer, which would leak
+        notification.exception.__traceback__ = None
+    sys.last_exc = sys.last_value = sys.last_traceback = None  # set by PyQt, same reason
+
+    expected = f"{existing} already exists; choose a new name. Nothing was written."
+    assert messages == [expected]
+    assert shown == [expected]
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]

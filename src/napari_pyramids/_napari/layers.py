@@ -22,6 +22,7 @@ from typing import Any
 
 import dask.array as da
 
+from ..datasets import place_name
 from ..errors import PyramidError
 from ..images import open_image
 from ..ome.image import OmeZarrImage, read_array_info
@@ -121,14 +122,22 @@ def image_layers(image: OmeZarrImage, levels: Sequence[da.Array]) -> list[LayerD
     c = channel_axis(image)
     channels = _omero_channels(image)
     count = image.level0.shape[c] if c is not None else 1
+    place = place_name(image)
+    # In a plate every field has the same channel names: its place tells the layers apart.
+    in_plate = "/" in place
+    name = place[:MAX_NAME] if in_plate else display_name(image)
     layers = []
     for i in range(count):
         data = [_take(level, c, i) for level in levels]
         kwargs = _spatial_kwargs(image, drop=c)
         hints = channels[i] if i < len(channels) else {}
-        kwargs["name"] = hints.get("label") or (
-            f"{display_name(image)} c{i}" if c is not None else display_name(image)
-        )
+        channel = hints.get("label") or (f"c{i}" if c is not None else None)
+        if channel is None:
+            kwargs["name"] = name
+        elif in_plate or "label" not in hints:
+            kwargs["name"] = f"{name} {channel}"
+        else:
+            kwargs["name"] = channel
         if "color" in hints:
             kwargs["colormap"] = "#" + hints["color"].lower()
         elif count == 2:
@@ -159,10 +168,14 @@ def labels_layer(image: OmeZarrImage, levels: Sequence[da.Array]) -> LayerData:
 
 
 def display_name(image: OmeZarrImage) -> str:
-    """The multiscale's name if it is a non-empty string, else the folder name.
+    """Its place for a field of a plate (``plate.zarr/A/1/0``); else the multiscale's name if
+    it is a non-empty string, else the folder name.
 
     The name is cut at :data:`MAX_NAME` characters, like a channel's label.
     """
+    place = place_name(image)
+    if "/" in place:  # folder names hold no slash: only a place in a plate does
+        return place[:MAX_NAME]
     name = image.multiscale.get("name")
     if isinstance(name, str) and name.strip():
         return name.strip()[:MAX_NAME]
@@ -218,6 +231,9 @@ def image_path_of(
         return open_image(recorded).root
     if not source_path:
         raise PyramidError("not read from a file")
+    if os.path.isfile(source_path):
+        # A TIFF, say: OME-Zarr images are folders, so nothing more to say than that.
+        raise PyramidError(f"read from {Path(source_path).name}, a file, not OME-Zarr")
     image = open_image(source_path)
     if is_labels and not image.is_label:
         wanted = name.rstrip("/").split("/")[-1]

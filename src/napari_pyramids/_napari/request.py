@@ -10,13 +10,37 @@ image), phrased in terms of the widget's controls. Qt-free, so it is tested with
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 
+from ..datasets import place_name
 from ..errors import PyramidError
 from ..ome.image import OmeZarrImage
 from ..options import BuildOptions
 from ..pyramid.methods import default_method
-from ..pyramid.plan import PyramidPlan, auto_num_levels, level_factors, plan_pyramid
+from ..pyramid.plan import (
+    PyramidPlan,
+    auto_num_levels,
+    level_factors,
+    max_num_levels,
+    plan_pyramid,
+)
+from .texts import in_widget_words
+
+# The spin boxes never offer more than these, whatever the image allows.
+MOST_LEVELS = 32
+MOST_FACTOR = 16
+
+
+@dataclass(frozen=True)
+class ControlLimits:
+    """The largest values the widget's spin boxes offer for an image."""
+
+    num_levels: int
+    coarsening_xy: int
+    coarsening_z: int
+
 
 SAVE_A_COPY = (
     "To keep a copy with its pyramid, select its layers and use File > Save Selected "
@@ -25,11 +49,60 @@ SAVE_A_COPY = (
 
 
 def default_request(image: OmeZarrImage) -> BuildOptions:
-    """Sensible starting values: levels down to about 256 px, mode for labels, level 0 chunks."""
+    """Sensible starting values: levels down to about 256 px, mode for labels, level 0 chunks,
+    and a Z factor that follows the voxel size (:func:`voxel_z_factor`)."""
     factors = level_factors(image, BuildOptions())
+    num_levels = auto_num_levels(image, factors)
     return BuildOptions(
-        num_levels=auto_num_levels(image, factors), method=default_method(image.is_label).name
+        num_levels=num_levels,
+        coarsening_z=voxel_z_factor(image, factors[image.yx_axes[1]], num_levels),
+        method=default_method(image.is_label).name,
     )
+
+
+def voxel_z_factor(image: OmeZarrImage, coarsening_xy: int, num_levels: int) -> int:
+    """The Z factor that keeps the coarsest level's voxels closest to cubes.
+
+    Coarsening Y and X alone turns a near-isotropic volume into flat slabs (96 planes of
+    4 x 4 µm pixels at 1 µm apart); coarsening Z as much as Y and X on a stack whose planes
+    are far apart throws planes away for nothing. Z should be coarsened once Y and X reach
+    its spacing; with one factor per axis for every level, that is the factor (1 up to the
+    Y/X factor) that brings the coarsest level's Z spacing closest to its Y/X spacing, ties
+    to the smaller, and that keeps at least one plane. 1 without a Z axis.
+    """
+    z = image.z_axis
+    if z is None or num_levels < 2:
+        return 1
+    y, x = image.yx_axes
+    scale = image.scale0
+    spacing_xy = math.sqrt(abs(scale[y] * scale[x]))
+    if not spacing_xy or not scale[z]:
+        return 1
+    steps = num_levels - 1
+    coarsest_xy = spacing_xy * coarsening_xy**steps
+
+    def anisotropy(factor: int) -> float:
+        return abs(math.log(abs(scale[z]) * factor**steps / coarsest_xy))
+
+    planes = image.level0.shape[z]
+    fitting = [f for f in range(1, coarsening_xy + 1) if planes // f**steps >= 1]
+    return min(fitting, key=lambda f: (anisotropy(f), f))
+
+
+def control_limits(image: OmeZarrImage, options: BuildOptions) -> ControlLimits:
+    """How far each spin box may go for ``image``: factors that leave at least one pixel,
+    and as many levels as the factors chosen allow (none smaller than one pixel)."""
+    shape = image.level0.shape
+    y, x = image.yx_axes
+    most_xy = max(2, min(MOST_FACTOR, shape[y], shape[x]))
+    z = image.z_axis
+    most_z = 1 if z is None else max(1, min(MOST_FACTOR, shape[z]))
+    factors = list(level_factors(image, BuildOptions()))
+    factors[y] = factors[x] = min(options.coarsening_xy, most_xy)
+    if z is not None:
+        factors[z] = min(options.coarsening_z, most_z)
+    levels = max_num_levels(image, factors, options.edge, limit=MOST_LEVELS)
+    return ControlLimits(num_levels=max(levels, 2), coarsening_xy=most_xy, coarsening_z=most_z)
 
 
 def check_writable(image: OmeZarrImage) -> None:
@@ -51,11 +124,11 @@ def check_existing_pyramid(image: OmeZarrImage, options: BuildOptions) -> None:
         return
     if existing == options.num_levels:
         raise PyramidError(
-            f"{image.root.name} is already multiscale with the {existing} levels asked for; "
+            f"{place_name(image)} is already multiscale with the {existing} levels asked for; "
             "tick 'overwrite' to rebuild them, or choose another number of levels."
         )
     raise PyramidError(
-        f"{image.root.name} already has {existing} levels; tick 'overwrite' to replace them "
+        f"{place_name(image)} already has {existing} levels; tick 'overwrite' to replace them "
         f"with {options.num_levels} levels."
     )
 
@@ -74,7 +147,10 @@ def plan_request(image: OmeZarrImage, options: BuildOptions) -> PyramidPlan:
         # An image read over HTTP, say: it can still be saved elsewhere with its pyramid.
         raise PyramidError(f"{exc} {SAVE_A_COPY}") from None
     check_existing_pyramid(image, options)
-    plan = plan_pyramid(image, options)
+    try:
+        plan = plan_pyramid(image, options)
+    except PyramidError as exc:
+        raise PyramidError(in_widget_words(exc)) from None
     if not plan.new_levels:
         raise PyramidError("1 level is level 0 alone: choose 2 or more levels to build a pyramid")
     check_writable(image)

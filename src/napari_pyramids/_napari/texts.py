@@ -12,7 +12,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PyramidError, format_bytes, visible_text
+from ..datasets import place_name
+from ..errors import (
+    LabelMethodError,
+    LevelExistsError,
+    MemoryBudgetError,
+    NoZAxisError,
+    PyramidError,
+    TooManyLevelsError,
+    format_bytes,
+    visible_text,
+)
 from ..estimate import disk_estimate
 from ..ome.image import OmeZarrImage, read_array_info
 
@@ -31,6 +41,11 @@ CANCELLED = "Cancelled; the image is unchanged."
 PUBLISHING = "Publishing the new levels…"
 # The layers the picker leaves out are named, up to this many.
 UNLISTED_SHOWN = 5
+SAVE_AS_OME_ZARR = (
+    "An image or labels layer that is not from OME-Zarr (a TIFF, say) gets its pyramid by "
+    "being saved as OME-Zarr: select it, then File > Save Selected Layers... with the "
+    "writer 'OME-Zarr with pyramid'."
+)
 
 
 def listing_note(listed: bool, unlisted: Sequence[tuple[str, str]]) -> str:
@@ -41,7 +56,23 @@ def listing_note(listed: bool, unlisted: Sequence[tuple[str, str]]) -> str:
         extra = len(unlisted) - UNLISTED_SHOWN
         more = f"; and {extra} more" if extra > 0 else ""
         notes.append("Not listed, not from an OME-Zarr image on disk: " + named + more)
+        notes.append(SAVE_AS_OME_ZARR)
     return "\n".join(notes)
+
+
+def in_widget_words(exc: PyramidError) -> str:
+    """A refusal with its fix in terms of the widget's controls, not of the API or the CLI."""
+    if isinstance(exc, TooManyLevelsError):
+        return f"{exc.problem}: choose at most {exc.most} levels, or a smaller factor."
+    if isinstance(exc, NoZAxisError):
+        return f"{exc.problem}: set 'factor Z' to 1."
+    if isinstance(exc, LabelMethodError):
+        return f"{exc.problem} Choose the method 'mode' (the default for labels) or 'nearest'."
+    if isinstance(exc, LevelExistsError):
+        return f"{exc.problem}; tick 'overwrite' to replace the existing levels."
+    if isinstance(exc, MemoryBudgetError):
+        return f"{exc.problem} Type a smaller chunk shape in 'chunks'."
+    return str(exc)
 
 
 def describe_on_disk(image: OmeZarrImage) -> str:
@@ -74,6 +105,9 @@ def describe_plan(plan: PyramidPlan, ratio: float | None) -> str:
     for level in plan.levels:
         shape = "×".join(str(n) for n in level.shape)
         lines.append(f"level {level.index} ({level.path}): {shape}")
+    three_d = three_d_text(plan)
+    if three_d:
+        lines.append(three_d)
     estimate = disk_estimate(plan, ratio if ratio is not None else 1.0)
     ratio_text = f"level 0 stores 1:{1 / ratio:.1f}" if ratio else "uncompressed"
     text = f"needs ~{format_bytes(estimate.stored_bytes)} on disk ({ratio_text})"
@@ -83,6 +117,25 @@ def describe_plan(plan: PyramidPlan, ratio: float | None) -> str:
             text += " - NOT ENOUGH SPACE"
     lines.append(text)
     return "\n".join(lines)
+
+
+def three_d_text(plan: PyramidPlan) -> str | None:
+    """What napari's 3D view will draw (the coarsest level), for an image with a Z axis."""
+    image = plan.image
+    z = image.z_axis
+    if z is None or len(plan.levels) < 2:
+        return None
+    y, x = image.yx_axes
+    coarsest = plan.levels[-1]
+    shape = "×".join(str(coarsest.shape[i]) for i in (z, y, x))
+    voxel = "×".join(f"{coarsest.scale[i]:g}" for i in (z, y, x))
+    unit = image.axes[x].unit
+    unit_text = f" {visible_text(unit)}" if isinstance(unit, str) and unit else ""
+    factor_z = coarsest.cumulative[z] // plan.levels[-2].cumulative[z]
+    z_text = "Z kept" if factor_z == 1 else f"Z ÷{factor_z} per level"
+    return (
+        f"3D view: level {coarsest.index}, {shape} (Z×Y×X), voxels {voxel}{unit_text} ({z_text})"
+    )
 
 
 def nothing_to_build(reason: str) -> str:
@@ -101,7 +154,7 @@ def preview_text(levels: Sequence[Any]) -> str:
 
 def building_text(plan: PyramidPlan, root: Path) -> str:
     """The status as a build starts."""
-    return f"Building {len(plan.new_levels)} levels of {root.name}…"
+    return f"Building {len(plan.new_levels)} levels of {place_name(plan.image)}…"
 
 
 def progress_text(step: Progress, cancelling: bool) -> str | None:
@@ -119,7 +172,7 @@ def progress_text(step: Progress, cancelling: bool) -> str | None:
 def built_text(plan: PyramidPlan, root: Path, cancel_too_late: bool) -> str:
     """The status once a build published its levels."""
     late = " (the cancel came too late)" if cancel_too_late else ""
-    return f"Built {len(plan.levels)} levels of {root.name}{late}."
+    return f"Built {len(plan.levels)} levels of {place_name(plan.image)}{late}."
 
 
 def preview_failed_text(exc: BaseException) -> str:
@@ -129,4 +182,6 @@ def preview_failed_text(exc: BaseException) -> str:
 
 def failure_reason(exc: BaseException) -> str:
     """Why a build failed: our own message, or the exception's type and message."""
-    return str(exc) if isinstance(exc, PyramidError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, PyramidError):
+        return in_widget_words(exc)
+    return f"{type(exc).__name__}: {exc}"

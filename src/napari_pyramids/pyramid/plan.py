@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MemoryBudgetError, PyramidError, format_bytes
+from ..errors import (
+    LabelMethodError,
+    LevelExistsError,
+    MemoryBudgetError,
+    NoZAxisError,
+    PyramidError,
+    TooManyLevelsError,
+    format_bytes,
+)
 from ..ome.image import OmeZarrImage
 from ..ome.metadata import dataset_entry, level_transforms
 from ..options import AUTO, BuildOptions, parse_chunksize
@@ -151,10 +159,14 @@ def choose_method(
     is_label = image.is_label if options.labels is None else options.labels
     method = options.chosen_method or default_method(is_label)
     if is_label and not method.label_safe and options.labels is None:
-        raise PyramidError(
+        problem = (
             f"{image.root} is a label image: {method.name} would invent label ids found in no "
-            "input pixel. Use method='mode' (the default for labels) or 'nearest'; if it "
-            "really is an intensity image, pass labels=False (CLI: --not-labels)."
+            "input pixel."
+        )
+        raise LabelMethodError(
+            f"{problem} Use method='mode' (the default for labels) or 'nearest'; if it "
+            "really is an intensity image, pass labels=False (CLI: --not-labels).",
+            problem,
         )
     if method is CALLABLE:
         return method, options.aggregation_function
@@ -170,10 +182,8 @@ def level_factors(image: OmeZarrImage, options: BuildOptions) -> tuple[int, ...]
     if fz > 1:
         z = image.z_axis
         if z is None:
-            raise PyramidError(
-                f"coarsening_z={fz} but the image has no Z axis "
-                f"(axes {[a.name for a in image.axes]}); use coarsening_z=1"
-            )
+            problem = f"the image has no Z axis (axes {[a.name for a in image.axes]})"
+            raise NoZAxisError(f"coarsening_z={fz} but {problem}; use coarsening_z=1", problem)
         factors[z] = fz
     return tuple(factors)
 
@@ -196,16 +206,35 @@ def level_shapes(
             too_small = n < f if edge == "trim" else (f > 1 and n < 2)
             if too_small:
                 name = image.axes[axis].name
-                raise PyramidError(
-                    f"num_levels={num_levels} is too many for shape {image.level0.shape}: "
+                problem = (
                     f"level {len(shapes)} would be smaller than one pixel along {name!r} "
-                    f"(level {len(shapes) - 1} has {n} px, factor {f}). Use num_levels <= "
-                    f"{len(shapes)}."
+                    f"(level {len(shapes) - 1} has {n} px, factor {f})"
+                )
+                raise TooManyLevelsError(
+                    f"num_levels={num_levels} is too many for shape {image.level0.shape}: "
+                    f"{problem}. Use num_levels <= {len(shapes)}.",
+                    problem,
+                    most=len(shapes),
                 )
         shapes.append(
             tuple(output_length(n, f, edge) for n, f in zip(previous, factors, strict=True))
         )
     return shapes
+
+
+def max_num_levels(image: OmeZarrImage, factors: Sequence[int], edge: str, limit: int = 64) -> int:
+    """The most levels (including 0) ``factors`` allow before a level gets below one pixel."""
+    shape, count = image.level0.shape, 1
+    while count < limit:
+        small = any(
+            (n < f if edge == "trim" else (f > 1 and n < 2))
+            for n, f in zip(shape, factors, strict=True)
+        )
+        if small:
+            break
+        shape = tuple(output_length(n, f, edge) for n, f in zip(shape, factors, strict=True))
+        count += 1
+    return count
 
 
 def level_path(level0_path: str, index: int) -> str:
@@ -283,9 +312,11 @@ def _existing_levels(
             )
     if not overwrite and (existing or extra):
         name = (existing or extra)[0]
-        raise PyramidError(
-            f"pyramid level {name!r} already exists in {root}; pass overwrite=True "
-            "(CLI: --overwrite) to replace the existing levels. Nothing was written."
+        problem = f"pyramid level {name!r} already exists in {root}"
+        raise LevelExistsError(
+            f"{problem}; pass overwrite=True (CLI: --overwrite) to replace the existing "
+            "levels. Nothing was written.",
+            problem,
         )
     for p in extra:
         check_level_path(p, "existing level")
@@ -392,13 +423,16 @@ def plan_stages(
         if block is None:
             smallest = _aligned_block(levels, source, source + 1)
             need = task_bytes(levels, source, source + 1, smallest, method)
-            raise MemoryBudgetError(
+            problem = (
                 f"writing whole chunks of level {source + 1} needs blocks of "
                 f"{smallest} voxels of level {source} "
                 f"(~{format_bytes(need)} of working memory per worker), more than the memory "
-                f"budget of {format_bytes(memory_budget)} over {workers} worker(s) allows. "
-                "Raise memory_budget (CLI --memory), use fewer workers, or pass a smaller "
-                "chunksize."
+                f"budget of {format_bytes(memory_budget)} over {workers} worker(s) allows."
+            )
+            raise MemoryBudgetError(
+                f"{problem} Raise memory_budget (CLI --memory), use fewer workers, or pass a "
+                "smaller chunksize.",
+                problem,
             )
         block = _grow_block(block, levels, source, end, method, per_task)
         stages.append(
@@ -535,11 +569,14 @@ def _check_units_fit(levels: Sequence[LevelPlan], budget: int) -> None:
         unit_bytes = math.prod(lv.write_unit) * lv.itemsize
         if unit_bytes > budget:
             kind = "shard" if lv.shards else "chunk"
-            raise MemoryBudgetError(
+            problem = (
                 f"level {lv.index} has a {kind} of {lv.write_unit} voxels "
                 f"({format_bytes(unit_bytes)}), bigger than the memory budget of "
-                f"{format_bytes(budget)}. Raise memory_budget (CLI --memory) or pass a smaller "
-                "chunksize."
+                f"{format_bytes(budget)}."
+            )
+            raise MemoryBudgetError(
+                f"{problem} Raise memory_budget (CLI --memory) or pass a smaller chunksize.",
+                problem,
             )
 
 

@@ -45,7 +45,7 @@ from ...system import cpu_count
 from ..dataset_texts import dataset_build_text, preview_of_dataset, ready_text, scope_text
 from ..picker import LayerPicker, read_layers
 from ..preview import PreviewLayers
-from ..request import default_request, plan_request
+from ..request import MOST_FACTOR, MOST_LEVELS, control_limits, default_request, plan_request
 from ..scope import Scope, plan_for_dataset
 from ..texts import (
     BUSY,
@@ -54,6 +54,7 @@ from ..texts import (
     building_text,
     describe_on_disk,
     describe_plan,
+    in_widget_words,
     nothing_to_build,
     preview_failed_text,
     preview_text,
@@ -102,9 +103,9 @@ class PyramidBuilder(Container):
             widgets=[
                 ComboBox(name="image", label="image", choices=picker.choices),
                 plain_label("info"),
-                SpinBox(name="num_levels", label="levels", min=1, max=32, value=1),
-                SpinBox(name="coarsening_xy", label="factor Y/X", min=2, max=16, value=2),
-                SpinBox(name="coarsening_z", label="factor Z", min=1, max=16, value=1),
+                SpinBox(name="num_levels", label="levels", min=2, max=MOST_LEVELS, value=2),
+                SpinBox(name="coarsening_xy", label="factor Y/X", min=2, max=MOST_FACTOR),
+                SpinBox(name="coarsening_z", label="factor Z", min=1, max=MOST_FACTOR, value=1),
                 ComboBox(name="method", label="method", choices=METHODS, value="mean"),
                 LineEdit(name="chunksize", label="chunks", value=""),
                 ComboBox(name="edge", label="edges", choices=EDGES, value="trim"),
@@ -252,7 +253,11 @@ class PyramidBuilder(Container):
 
     def _set_options(self, options: BuildOptions) -> None:
         with self._updating():
-            self.num_levels.value = options.num_levels
+            # Another image's bounds must not refuse this one's values; its own come next.
+            self.num_levels.max = MOST_LEVELS
+            self.coarsening_xy.max = self.coarsening_z.max = MOST_FACTOR
+            # An image already about 256 px gets one level more: building is why we're here.
+            self.num_levels.value = max(2, int(options.num_levels))
             self.coarsening_xy.value = options.coarsening_xy
             self.coarsening_z.value = options.coarsening_z
             self.method.value = options.method or "mean"
@@ -278,6 +283,7 @@ class PyramidBuilder(Container):
             return
         lines = [scope_text(self._scope), describe_on_disk(image)]
         self.info.value = "\n".join(filter(None, [*lines, note if self.image.choices else ""]))
+        self._bound_controls(image)
         several = self._build_path()
         try:
             if several is None:
@@ -285,8 +291,10 @@ class PyramidBuilder(Container):
             else:
                 plan = plan_for_dataset(image, self.request(image))
         except PyramidError as exc:
+            # Said once, in the summary; the status keeps to what happened.
             self.summary.value = visible_text(nothing_to_build(str(exc)))
-            self._say(str(exc))
+            if not self._runner.running:
+                self._say("")
             return
         head = ""
         if several is not None:
@@ -300,6 +308,18 @@ class PyramidBuilder(Container):
             self.summary.value = head + describe_plan(plan, self._ratios[image.root])
         if not (self._runner.running or self._datasets.running):
             self._say(ready_text(self._scope))
+
+    def _bound_controls(self, image: OmeZarrImage) -> None:
+        """Let the spin boxes offer only what the image allows (levels, factors)."""
+        try:
+            limits = control_limits(image, self.request(image))
+        except PyramidError:  # the chunk text is refused: the plan says so
+            return
+        with self._updating():
+            self.coarsening_xy.max = limits.coarsening_xy
+            self.coarsening_z.max = limits.coarsening_z
+            self.coarsening_z.enabled = limits.coarsening_z > 1 and not self._runner.running
+            self.num_levels.max = limits.num_levels
 
     # ----------------------------------------------------------------- preview
     def show_preview(self, *_: Any) -> None:
@@ -316,7 +336,7 @@ class PyramidBuilder(Container):
             levels = self._preview.show(image, self.request(image))
         except PyramidError as exc:
             self._preview.remove()
-            self._refuse(str(exc))
+            self._refuse(in_widget_words(exc))
             return
         self._say(preview_text(levels))
 
@@ -378,6 +398,8 @@ class PyramidBuilder(Container):
     def _set_running(self, running: bool) -> None:
         for name in (*SETTINGS, "preview", "build", "edit", "update"):
             self[name].enabled = not running
+        # No Z axis, nothing to set.
+        self.coarsening_z.enabled = not running and self.coarsening_z.max > 1
         self.cancel.enabled = running
 
     def _on_progress(self, done: int, total: int, text: str) -> None:
@@ -389,6 +411,8 @@ class PyramidBuilder(Container):
     def _on_build_end(self, end: BuildEnd) -> None:
         self._set_running(False)
         if end.outcome == "built":
+            with self._updating():  # a next build must ask again to replace these levels
+                self.overwrite.value = False
             self._show_built(end.root)
             self.progress.value = self.progress.max
         elif end.outcome == "cancelled":
