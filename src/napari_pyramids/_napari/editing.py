@@ -250,7 +250,7 @@ def level0_changed(root: str | Path) -> bool | None:
         return None
     if not image.has_multiscales or len(image.level_paths) < 2:
         return None
-    record = read_record(image.store)
+    record = read_record(image.store, image.level_paths[1])
     if record is None or record.level0_path != image.level0.path:
         return None
     info = image.level0
