@@ -97,7 +97,7 @@ def _outcome(child) -> str:
         return "built"
     assert message[0] == "error", message
     _, kind, text = message
-    if kind == "PyramidError":
+    if kind == "LevelExistsError":
         assert "already exists" in text
         return "exists"
     return kind
