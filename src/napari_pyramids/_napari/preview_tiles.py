@@ -103,13 +103,7 @@ class TilePyramid:
             tile = self._best(level, index)
             if tile is None:
                 continue
-            start = self._tile_start(index)
-            src, dst = [], []
-            for (a, b), t0, n in zip(region, start, tile.shape, strict=True):
-                lo, hi = max(a, t0), min(b, t0 + n)
-                src.append(slice(lo - t0, hi - t0))
-                dst.append(slice(lo - a, hi - a))
-            out[tuple(dst)] = tile[tuple(src)]
+            _paste(out, region, self._tile_start(index), tile)
         return out[tuple(0 if isinstance(s, int) else slice(None) for s in selection)]
 
     def computed(self, level: int) -> np.ndarray:
@@ -289,13 +283,7 @@ class TilePyramid:
         out = np.empty(tuple(b - a for a, b in region), dtype=self.dtype)
         for index in self._tiles_over(level, region):
             tile = self._exact_tile(level, index)
-            start = self._tile_start(index)
-            src, dst = [], []
-            for (a, b), t0, n in zip(region, start, tile.shape, strict=True):
-                lo, hi = max(a, t0), min(b, t0 + n)
-                src.append(slice(lo - t0, hi - t0))
-                dst.append(slice(lo - a, hi - a))
-            out[tuple(dst)] = tile[tuple(src)]
+            _paste(out, region, self._tile_start(index), tile)
         return out
 
     def _store(self, cache: OrderedDict[Key, np.ndarray], key: Key, tile: np.ndarray) -> None:
@@ -366,3 +354,16 @@ class TiledLevel:
         region = tuple((s, s + 1) if isinstance(s, int) else s for s in self.selection)
         values = self.pyramid._assemble(self.level, region)
         return values[tuple(0 if isinstance(s, int) else slice(None) for s in self.selection)]
+
+
+def _paste(
+    out: np.ndarray, region: Sequence[tuple[int, int]], start: Sequence[int], tile: np.ndarray
+) -> None:
+    """Copy the part of ``tile`` (whose first pixel is at ``start``) that lies inside
+    ``region`` into ``out`` (which holds ``region``)."""
+    src, dst = [], []
+    for (a, b), t0, n in zip(region, start, tile.shape, strict=True):
+        lo, hi = max(a, t0), min(b, t0 + n)
+        src.append(slice(lo - t0, hi - t0))
+        dst.append(slice(lo - a, hi - a))
+    out[tuple(dst)] = tile[tuple(src)]
