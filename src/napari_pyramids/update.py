@@ -214,6 +214,21 @@ def _rebuild(options: BuildOptions, why: str) -> _Decision:
     return _Decision(None, options, [], 0, False, None, rebuild=why)
 
 
+def level0_changed(image: OmeZarrImage) -> bool | None:
+    """Whether level 0 changed since the pyramid was last built or updated, as an update
+    would find it (one listing of level 0's units, no data read); None when there is no
+    record matching its levels to tell."""
+    if not image.has_multiscales or len(image.level_paths) < 2:
+        return None
+    record = read_record(image.store, image.level_paths[1])
+    if record is None or not _record_matches(record, image):
+        return None
+    info = image.level0
+    if tuple(record.shape) != tuple(info.shape):
+        return True
+    return bool(changed_units(image.store, info, record.units, snapshot(image.store, info)))
+
+
 def _record_matches(record: ChangeRecord, image: OmeZarrImage) -> bool:
     """Whether the record describes the pyramid the metadata lists (same level 0, the same
     options as its provenance): a build by another tool, or by a version that wrote no

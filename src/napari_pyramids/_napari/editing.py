@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..changes import changed_units, read_record, snapshot
+from .. import update
 from ..errors import PyramidError
 from ..images import open_image
 from ..ome.image import OmeZarrImage
@@ -248,15 +248,7 @@ def level0_changed(root: str | Path) -> bool | None:
         image = open_image(root)
     except PyramidError:
         return None
-    if not image.has_multiscales or len(image.level_paths) < 2:
-        return None
-    record = read_record(image.store, image.level_paths[1])
-    if record is None or record.level0_path != image.level0.path:
-        return None
-    info = image.level0
-    if tuple(record.shape) != tuple(info.shape):
-        return True
-    return bool(changed_units(image.store, info, record.units, snapshot(image.store, info)))
+    return update.level0_changed(image)
 
 
 def edit_region(
