@@ -154,3 +154,41 @@ def test_sample_builds_whole_when_build_is_clicked_at_once(qtbot, viewer_and_bui
     expected = reference_pyramid(sample_planes(1024, 4), (1, 1, 2, 2), 2, "mean")
     np.testing.assert_array_equal(zarr.open_array(f"{root}/1", mode="r")[...], expected[1])
     np.testing.assert_array_equal(np.asarray(layers[0].data[1]), expected[1][0])
+
+
+def test_tiles_computed_in_threads_leave_napari_dask_cache_working(sample_path):
+    """napari computes its layers through a dask cache registered for every computation;
+    tiles computed at the same time in other threads must not break those computations
+    (dask's Cache is not thread-safe: a computation ending in one thread cleared the start
+    times of napari's, which failed with a KeyError in CI; and dask's swap of its global
+    callbacks during a computation could leave the cache unregistered)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask.array as da
+    from dask.cache import Cache
+    from dask.callbacks import Callback
+
+    from napari_pyramids import open_image
+    from napari_pyramids._napari.preview import tile_pyramid
+    from napari_pyramids.options import BuildOptions
+
+    cache = Cache(2**26)
+    cache.register()
+    executor = ThreadPoolExecutor(4)
+    try:
+        pyramid = tile_pyramid(open_image(sample_path), BuildOptions(num_levels=4), executor)
+        drawn = da.from_array(sample_planes(512, 4), chunks=(1, 1, 64, 64), name=False)
+        for _ in range(3):
+            pyramid.close()
+            pyramid = tile_pyramid(open_image(sample_path), BuildOptions(num_levels=4), executor)
+            for level in range(1, 4):  # ask for every tile, as napari does when it slices
+                np.asarray(pyramid.levels[level])
+            while not pyramid.wait(timeout=0.01):  # napari keeps computing meanwhile
+                assert int((drawn + 1).sum().compute()) > 0
+            assert pyramid.error is None
+        expected = reference_pyramid(sample_planes(512, 4), (1, 1, 2, 2), 4, "mean")
+        np.testing.assert_array_equal(np.asarray(pyramid.levels[3]), expected[3])
+        assert cache._callback in Callback.active  # napari's cache still serves napari
+    finally:
+        Callback.active.discard(cache._callback)
+        executor.shutdown(wait=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 from napari.components import LayerList
 from napari.layers import Labels, Layer
 from psygnal import Signal
@@ -71,6 +72,7 @@ def tile_pyramid(
         reader = sample_level0(image.root)
     else:  # two dask arrays of the level: napari reads one, the tiles the other
         level0, reader = open_level(image, image.level0.path), open_level(image, image.level0.path)
+    reader = UncachedReader(reader)
     return TilePyramid(
         level0,
         shapes,
@@ -83,6 +85,24 @@ def tile_pyramid(
         source=(str(image.root), image.level0.path),
         reader=reader,
     )
+
+
+class UncachedReader:
+    """A dask array read in the calling thread, out of reach of dask's global callbacks.
+
+    napari registers a :class:`dask.cache.Cache` for every computation, and it is not
+    thread-safe: a computation ending in one thread clears the start times of one running in
+    another, which then fails with a KeyError (in napari's thread, on a layer it was
+    drawing). Tiles are computed in worker threads while napari computes on its own, so they
+    compute with no callbacks at all, on the thread that asked.
+    """
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        self.shape, self.dtype = array.shape, array.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.array[key].compute(scheduler="synchronous", callbacks=()))
 
 
 class PreviewLayers:
