@@ -357,7 +357,9 @@ def test_names_from_metadata_are_shown_as_plain_text(qtbot, viewer_and_builder, 
     assert "<b>bold<i>.zarr" in message
     for label in (widget.status, widget.info, widget.summary):
         assert label.native.textFormat() == Qt.TextFormat.PlainText
-    assert widget.status.native.text() == message
+    # Said once: the summary shows the reason (as plain text), the status points at it.
+    assert widget.summary.native.text() == f"Nothing to build as set: {message}"
+    assert "summary above" in widget.status.native.text()
     shown = notification_manager.records[-1].message
     assert shown == notification_text(message)
     assert "<b>" not in shown

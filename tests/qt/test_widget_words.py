@@ -132,6 +132,12 @@ def test_a_complete_image_says_its_refusal_once_and_overwrite_is_unticked_after_
 
     assert "already multiscale with the 2 levels" in widget.summary.value
     assert "already multiscale" not in widget.status.value
+    before = tree_snapshot(sample_path)
+    message = _refusal(qtbot, widget, widget.build)  # clicked anyway: said once, not twice
+    assert "already multiscale with the 2 levels" in message
+    assert "already multiscale" not in widget.status.value
+    assert "summary above" in widget.status.value
+    assert tree_snapshot(sample_path) == before
     widget.overwrite.value = True
     assert widget.status.value.startswith("Ready")
 

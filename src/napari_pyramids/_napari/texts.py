@@ -39,6 +39,7 @@ BUSY = "A build is already running; wait for it or cancel it."
 CANCELLING = "Cancelling… the image will be left as it was."
 CANCELLED = "Cancelled; the image is unchanged."
 PUBLISHING = "Publishing the new levels…"
+SEE_SUMMARY = "Nothing built: the summary above says why and how to build."
 # The layers the picker leaves out are named, up to this many.
 UNLISTED_SHOWN = 5
 SAVE_AS_OME_ZARR = (

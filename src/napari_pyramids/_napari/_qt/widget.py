@@ -51,6 +51,7 @@ from ..texts import (
     BUSY,
     CANCELLING,
     NO_LAYER,
+    SEE_SUMMARY,
     building_text,
     describe_on_disk,
     describe_plan,
@@ -495,6 +496,8 @@ class PyramidBuilder(Container):
         self.status.value = visible_text(text)
 
     def _refuse(self, message: str) -> None:
-        self._say(message)
+        # Said once in the widget: a reason the summary shows already is pointed at.
+        shown = message and visible_text(nothing_to_build(message)) == self.summary.value
+        self._say(SEE_SUMMARY if shown else message)
         show_warning(notification_text(message))
         self.events.refused.emit(message)
