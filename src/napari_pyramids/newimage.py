@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ def write_new_image(
     unit: str | None = None,
     channels: Sequence[ChannelDisplay] | None = None,
     zarr_format: int = 2,
+    label_images: Sequence[tuple[str, Any]] = (),
 ) -> Path:
     """Write ``data`` as level 0 of a new OME-Zarr image and build its pyramid.
 
@@ -92,6 +94,9 @@ def write_new_image(
         channel axis), written as NGFF ``omero`` metadata.
     zarr_format
         2 for zarr v2 / NGFF 0.4, 3 for zarr v3 / NGFF 0.5.
+    label_images
+        ``(name, array)`` pairs saved as the image's label images (``labels/<name>``), each
+        the image's shape without its channel axis, with as many levels as the image.
 
     Returns
     -------
@@ -124,17 +129,112 @@ def write_new_image(
     if dtype.kind not in "biuf":
         raise PyramidError(f"a {dtype} layer cannot be saved; OME-Zarr holds numbers")
     omero = _omero(channels, names, data.shape, dtype)
+    label_arrays = _label_arrays(label_images, names, data.shape)
     try:
         _write_level0(
             target, data, dtype, names, scale, translation, name, labels, unit, omero, zarr_format
         )
-        # Levels down to about 256 px; labels (from the metadata just written) use mode.
-        run_build(iter_build(target, BuildOptions(num_levels=AUTO)))
+        if label_arrays:
+            space = [i for i, axis in enumerate(names) if axis != "c"]
+            _write_label_images(
+                target,
+                label_arrays,
+                [names[i] for i in space],
+                [scale[i] for i in space],
+                [translation[i] for i in space],
+                unit,
+                zarr_format,
+            )
+        _build_new(target, with_labels=bool(label_arrays))
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(target)
         raise
     return target
+
+
+def _build_new(target: Path, with_labels: bool) -> None:
+    """Levels down to about 256 px; labels (from the metadata just written) use mode, and
+    label images get as many levels as their image."""
+    options = BuildOptions(num_levels=AUTO)
+    if not with_labels:
+        run_build(iter_build(target, options))
+        return
+    from .dataset_build import build_dataset
+
+    report = build_dataset(target, options, images_at_once=1)
+    if not report.ok:
+        raise PyramidError(f"the pyramid of {target.name} could not be built:\n{report.table()}")
+
+
+def _label_arrays(
+    label_images: Sequence[tuple[str, Any]], names: Sequence[str], shape: Sequence[int]
+) -> list[tuple[str, str, Any]]:
+    """``(folder, name, level 0)`` of each label image, checked before anything is written."""
+    expected = tuple(int(n) for axis, n in zip(names, shape, strict=True) if axis != "c")
+    checked: list[tuple[str, str, Any]] = []
+    folders: set[str] = set()
+    for name, data in label_images:
+        array = data[0] if isinstance(data, list | tuple) else data
+        got = tuple(int(n) for n in getattr(array, "shape", ()))
+        if got != expected:
+            raise PyramidError(
+                f"the labels {name!r} are {'×'.join(map(str, got))} but the image is "
+                f"{'×'.join(map(str, expected))} (without channels); label images have the "
+                "shape of their image. Select labels of this image, or save them on their "
+                "own. Nothing was written."
+            )
+        if np.dtype(array.dtype).kind not in "iub":
+            raise PyramidError(
+                f"the labels {name!r} hold {array.dtype} values; label images hold integers. "
+                "Nothing was written."
+            )
+        folder = _folder_name(name, folders)
+        folders.add(folder)
+        checked.append((folder, name, array))
+    return checked
+
+
+def _folder_name(name: str, taken: set[str]) -> str:
+    """A folder name for a label image: letters, digits, '.', '_' and '-' only, unique."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "labels"
+    folder, n = base, 1
+    while folder in taken:
+        n += 1
+        folder = f"{base}_{n}"
+    return folder
+
+
+def _write_label_images(
+    target: Path,
+    label_arrays: Sequence[tuple[str, str, Any]],
+    names: list[str],
+    scale: list[float],
+    translation: list[float],
+    unit: str | None,
+    zarr_format: int,
+) -> None:
+    """Level 0 of each label image under ``target/labels``, and the group listing them."""
+    fmt = FORMATS[zarr_format]
+    group = zarr.open_group(target / "labels", mode="w-", zarr_format=zarr_format)
+    document = fmt.empty_group()
+    fmt.ngff_of_document(document)["labels"] = [folder for folder, _, _ in label_arrays]
+    group.attrs.update(fmt.attributes(document))
+    for folder, name, array in label_arrays:
+        dtype = np.dtype(array.dtype)
+        _write_level0(
+            target / "labels" / folder,
+            array,
+            dtype,
+            names,
+            scale,
+            translation,
+            name,
+            True,
+            unit,
+            None,
+            zarr_format,
+        )
 
 
 def _axis_names(axes: Sequence[str] | None, ndim: int) -> list[str]:

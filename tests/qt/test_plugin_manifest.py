@@ -30,6 +30,12 @@ def test_napari_lists_the_widget_reader_writers_and_samples():
     contributions = manifest.contributions
     assert [w.display_name for w in contributions.widgets] == ["Pyramid Builder"]
     assert contributions.readers[0].accepts_directories
-    writers = sorted(w.layer_types[0] for w in contributions.writers)
-    assert writers == ["image+", "image+", "labels"]
+    writers = sorted(tuple(w.layer_types) for w in contributions.writers)
+    assert writers == [
+        ("image+",),
+        ("image+",),
+        ("image+", "labels+"),
+        ("image+", "labels+"),
+        ("labels",),
+    ]
     assert [s.key for s in contributions.sample_data] == ["sample", "sample_v3"]

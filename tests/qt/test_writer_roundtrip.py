@@ -214,3 +214,51 @@ def test_saving_over_an_existing_path_shows_our_message_not_napari_s(
     assert messages == [expected]
     assert shown == [expected]
     assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("plugin", ["napari-pyramids", "napari-pyramids.write_layers_v3"])
+def test_an_image_and_its_labels_selected_together_are_saved_as_one_image_with_labels(
+    make_napari_viewer, tmp_path, rng, plugin
+):
+    from ome_zarr_models.v04.image import Image as ImageV04
+
+    from plates import validate_image
+
+    image = rng.integers(0, 60000, size=(600, 530), dtype=np.uint16)
+    cells = rng.integers(0, 5, size=(600, 530), dtype=np.uint32)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="nuclei", scale=(0.5, 0.5))
+    viewer.add_labels(cells, name="cells / nuclei", scale=(0.5, 0.5))
+
+    [written] = viewer.layers.save(str(tmp_path / "out.zarr"), selected=False, plugin=plugin)
+
+    validate_image(tmp_path / "out.zarr")  # ome-zarr-models: labels with the image's levels
+    if plugin == "napari-pyramids":
+        model = ImageV04.from_zarr(zarr.open_group(written, mode="r"))
+        assert model.labels is not None
+    assert open_image(written).level_paths == ("0", "1", "2")
+    label_root = f"{written}/labels/cells_nuclei"  # a safe folder name from the layer's
+    assert open_image(label_root).level_paths == ("0", "1", "2")
+    for index, reference in enumerate(reference_pyramid(cells, (2, 2), 3, "mode")):
+        np.testing.assert_array_equal(zarr.open_array(f"{label_root}/{index}")[...], reference)
+    for index, reference in enumerate(reference_pyramid(image, (2, 2), 3, "mean")):
+        np.testing.assert_array_equal(zarr.open_array(f"{written}/{index}")[...], reference)
+
+    viewer.layers.clear()
+    back = viewer.open(written, plugin="napari-pyramids")
+    assert [type(layer).__name__ for layer in back] == ["Image", "Labels"]
+    assert all(len(layer.data) == 3 for layer in back)
+
+
+def test_labels_of_another_shape_are_refused_and_nothing_is_written(
+    make_napari_viewer, tmp_path, rng
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(rng.integers(0, 255, size=(64, 64), dtype=np.uint8), name="img")
+    viewer.add_labels(np.zeros((32, 64), dtype=np.uint8), name="cells")
+
+    with pytest.raises(SaveRefused) as refused:
+        viewer.layers.save(str(tmp_path / "out.zarr"), selected=False, plugin="napari-pyramids")
+
+    assert "the labels 'cells' are 32×64 but the image is 64×64" in refused.value.message
+    assert not (tmp_path / "out.zarr").exists()

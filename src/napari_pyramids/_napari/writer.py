@@ -3,7 +3,7 @@
 Thin over :func:`napari_pyramids.newimage.write_new_image`. What the user sees is kept: each
 image layer's name, colour, contrast window and visibility become the image's NGFF ``omero``
 channel metadata. Several image layers of one image (same shape) are saved as the channels
-of one image.
+of one image; labels layers selected with them become its label images.
 
 napari turns a writer's ``ValueError`` into its own "not a valid writer" message and drops
 ours, so a refusal is raised as :class:`SaveRefused`, which napari shows as it is.
@@ -48,6 +48,17 @@ def write_images_v3(path: str, layer_data: list[FullLayerData]) -> list[str]:
     return _refusing(_write_images, path, layer_data, zarr_format=3)
 
 
+def write_layers(path: str, layer_data: list[FullLayerData]) -> list[str]:
+    """Save image layers (the channels of one image) with labels layers as its label images
+    (``labels/<name>``, as many levels as the image), NGFF 0.4."""
+    return _refusing(_write_with_labels, path, layer_data, zarr_format=2)
+
+
+def write_layers_v3(path: str, layer_data: list[FullLayerData]) -> list[str]:
+    """As :func:`write_layers`, in zarr v3 / NGFF 0.5."""
+    return _refusing(_write_with_labels, path, layer_data, zarr_format=3)
+
+
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Save a labels layer as an NGFF 0.4 label image and build its pyramid (mode)."""
     return _refusing(_write, path, _level0(data), meta, labels=True, channels=None, zarr_format=2)
@@ -63,7 +74,42 @@ def _refusing(write: Callable[..., str], *args: Any, **kwargs: Any) -> list[str]
     raise SaveRefused(message)
 
 
-def _write_images(path: str, layer_data: Sequence[FullLayerData], zarr_format: int) -> str:
+def _write_with_labels(path: str, layer_data: Sequence[FullLayerData], zarr_format: int) -> str:
+    images, label_images = _split(layer_data)
+    return _write_images(path, images, label_images, zarr_format=zarr_format)
+
+
+def _split(
+    layer_data: Sequence[FullLayerData],
+) -> tuple[list[FullLayerData], list[tuple[str, Any]]]:
+    """The image layers, and the labels layers as ``(name, level 0)`` of label images."""
+    images = [entry for entry in layer_data if entry[2] == "image"]
+    labels = [entry for entry in layer_data if entry[2] == "labels"]
+    others = sorted({kind for _, _, kind in layer_data} - {"image", "labels"})
+    if others or not images:
+        raise PyramidError(
+            f"an OME-Zarr image holds image layers and their labels, not {', '.join(others)} "
+            "layers; select only image and labels layers. Nothing was written."
+            if others
+            else "select at least one image layer to save labels with it. Nothing was written."
+        )
+    scale = tuple(images[0][1].get("scale") or ())
+    for _, meta, _ in labels:
+        if tuple(meta.get("scale") or ()) != scale:
+            raise PyramidError(
+                f"the labels {meta.get('name')!r} have other pixel sizes (scale) than the "
+                "image; label images share their image's pixels. Nothing was written."
+            )
+    return images, [(str(meta.get("name") or "labels"), _level0(d)) for d, meta, _ in labels]
+
+
+def _write_images(
+    path: str,
+    layer_data: Sequence[FullLayerData],
+    label_images: Sequence[tuple[str, Any]] = (),
+    *,
+    zarr_format: int,
+) -> str:
     if len(layer_data) == 1:
         data, meta, _ = layer_data[0]
         channels = None if meta.get("rgb") else [channel_display(meta)]
@@ -71,7 +117,15 @@ def _write_images(path: str, layer_data: Sequence[FullLayerData], zarr_format: i
     else:
         data, meta = _stack_channels(layer_data)
         channels = [channel_display(m) for _, m, _ in layer_data]
-    return _write(path, data, meta, labels=False, channels=channels, zarr_format=zarr_format)
+    return _write(
+        path,
+        data,
+        meta,
+        labels=False,
+        channels=channels,
+        zarr_format=zarr_format,
+        label_images=label_images,
+    )
 
 
 def _stack_channels(layer_data: Sequence[FullLayerData]) -> tuple[Any, dict[str, Any]]:
@@ -168,6 +222,7 @@ def _write(
     labels: bool,
     channels: list[ChannelDisplay] | None,
     zarr_format: int,
+    label_images: Sequence[tuple[str, Any]] = (),
 ) -> str:
     scale = list(meta.get("scale") or [1.0] * data.ndim)
     translate = list(meta.get("translate") or [0.0] * data.ndim)
@@ -194,6 +249,7 @@ def _write(
         unit=_space_unit(meta.get("units")),
         channels=channels,
         zarr_format=zarr_format,
+        label_images=label_images,
     )
     return str(root)
 
