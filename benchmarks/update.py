@@ -17,6 +17,7 @@ Prints medians and the ratios update / build, in total and beyond start-up.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -88,11 +89,13 @@ def main() -> None:
     work = wl.Workload(args.size, args.format)
     image = wl.generate([work], args.data)[work.name]
     rng = np.random.default_rng(0)
+    load_before = os.getloadavg()
     runs = []
     with tempfile.TemporaryDirectory(dir=args.data) as scratch:
         for repeat in range(args.repeats):
             runs.append(one_run(image, Path(scratch), rng))
             print(f"run {repeat + 1}: " + ", ".join(f"{k} {v:.3f} s" for k, v in runs[-1].items()))
+    load_after = os.getloadavg()
     median = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     start = median["startup"]
     print(f"\n{work.name}, medians of {args.repeats} fresh processes:")
@@ -103,6 +106,7 @@ def main() -> None:
         total = median[key] / median["build"]
         beyond = (median[key] - start) / (median["build"] - start)
         print(f"  {key} / build: {total:.3f} in total, {beyond:.3f} beyond start-up")
+    print(f"  load average (1, 5, 15 min) before {load_before}, after {load_after}")
 
 
 if __name__ == "__main__":

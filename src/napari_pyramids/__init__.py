@@ -7,17 +7,69 @@ The library: :func:`build_pyramid` (keyword-compatible with fractal-tasks-core 1
 through ``napari.yaml`` from :mod:`napari_pyramids._napari`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .api import build_pyramid, lazy_pyramid, update_pyramid
-from .dataset_build import DatasetProgress, DatasetReport, ImageResult, build_dataset
-from .datasets import Dataset, DatasetImage, find_images
-from .engine import Progress, iter_build, run_build
-from .errors import BuildCancelled, ImageBusyError, MemoryBudgetError, PyramidError
-from .images import open_image
-from .ome.image import OmeZarrImage
-from .options import BuildOptions
-from .pyramid.plan import LevelPlan, PyramidPlan, Stage, plan_pyramid
-from .update import UpdateReport, iter_update
+
+if TYPE_CHECKING:
+    from .api import build_pyramid, lazy_pyramid, update_pyramid
+    from .dataset_build import DatasetProgress, DatasetReport, ImageResult, build_dataset
+    from .datasets import Dataset, DatasetImage, find_images
+    from .engine import Progress, iter_build, run_build
+    from .errors import BuildCancelled, ImageBusyError, MemoryBudgetError, PyramidError
+    from .images import open_image
+    from .ome.image import OmeZarrImage
+    from .options import BuildOptions
+    from .pyramid.plan import LevelPlan, PyramidPlan, Stage, plan_pyramid
+    from .update import UpdateReport, iter_update
+
+# Where each public name lives: imported on first use, so that ``napari-pyramids update`` on
+# an unchanged image starts without numpy, zarr or dask (see ``unchanged.py``).
+_HOMES = {
+    "build_pyramid": ".api",
+    "lazy_pyramid": ".api",
+    "update_pyramid": ".api",
+    "DatasetProgress": ".dataset_build",
+    "DatasetReport": ".dataset_build",
+    "ImageResult": ".dataset_build",
+    "build_dataset": ".dataset_build",
+    "Dataset": ".datasets",
+    "DatasetImage": ".datasets",
+    "find_images": ".datasets",
+    "Progress": ".engine",
+    "iter_build": ".engine",
+    "run_build": ".engine",
+    "BuildCancelled": ".errors",
+    "ImageBusyError": ".errors",
+    "MemoryBudgetError": ".errors",
+    "PyramidError": ".errors",
+    "open_image": ".images",
+    "OmeZarrImage": ".ome.image",
+    "BuildOptions": ".options",
+    "LevelPlan": ".pyramid.plan",
+    "PyramidPlan": ".pyramid.plan",
+    "Stage": ".pyramid.plan",
+    "plan_pyramid": ".pyramid.plan",
+    "UpdateReport": ".update",
+    "iter_update": ".update",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
+
 
 __all__ = [
     "BuildCancelled",

@@ -39,12 +39,15 @@ import math
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .errors import PyramidError
-from .ome.image import ArrayInfo
 from .storage import Store, encode_json
+from .untrusted import MAX_JSON_BYTES, check_level_path
+
+if TYPE_CHECKING:
+    from .ome.image import ArrayInfo
 
 RECORD_NAME = ".napari-pyramids-record.json"
 RECORD_VERSION = 1
@@ -69,6 +72,49 @@ OPTION_KEYS = (
 )
 
 
+UNCHANGED, UPDATED, REBUILT = "unchanged", "updated", "rebuilt"
+
+
+@dataclass(frozen=True)
+class UpdateReport:
+    """What an update did to one image.
+
+    Attributes
+    ----------
+    status
+        ``"unchanged"`` (nothing rewritten), ``"updated"`` (the units listed in
+        ``written`` were recomputed) or ``"rebuilt"`` (levels 1..n recomputed in full, for
+        the reason in ``note``).
+    changed
+        Level-0 write units found changed (or met by the caller's regions).
+    written
+        Write units recomputed, per level index.
+    grown
+        Whether level 0 had grown and every level was extended.
+    note
+        Why the pyramid was rebuilt in full, or what else the user should know.
+    """
+
+    zarrurl: str
+    status: str
+    changed: int = 0
+    written: dict[int, int] = field(default_factory=dict)
+    grown: bool = False
+    note: str = ""
+
+    def describe(self) -> str:
+        if self.status == UNCHANGED:
+            return f"{self.zarrurl}: level 0 unchanged; nothing rewritten"
+        if self.status == REBUILT:
+            return f"{self.zarrurl}: levels rebuilt in full ({self.note})"
+        units = ", ".join(f"level {k}: {n}" for k, n in sorted(self.written.items()))
+        grown = "; level 0 grew, every level extended" if self.grown else ""
+        return (
+            f"{self.zarrurl}: {self.changed} level-0 write unit(s) changed; rewritten {units}"
+            f"{grown}"
+        )
+
+
 @dataclass(frozen=True)
 class ChangeRecord:
     """Level 0 as it was when its pyramid was last made consistent with it."""
@@ -78,9 +124,12 @@ class ChangeRecord:
     unit: tuple[int, ...]
     options: dict[str, Any]
     units: dict[str, UnitState]  # key relative to level 0's folder -> state
+    # BLAKE2b digests of the image's metadata file and of every level's array metadata as
+    # they were when the levels were consistent with level 0 (None in older records).
+    documents: dict[str, str] | None = None
 
     def to_bytes(self) -> bytes:
-        document = {
+        document: dict[str, Any] = {
             "tool": TOOL,
             "version": RECORD_VERSION,
             "level0": self.level0_path,
@@ -89,6 +138,8 @@ class ChangeRecord:
             "options": self.options,
             "units": {key: list(state) for key, state in sorted(self.units.items())},
         }
+        if self.documents is not None:
+            document["documents"] = dict(sorted(self.documents.items()))
         return encode_json(document, indent=None)
 
 
@@ -239,7 +290,12 @@ def _parse(document: Any) -> ChangeRecord:
         raise ValueError("shape")
     if set(options) != set(OPTION_KEYS):
         raise ValueError("options")
-    return ChangeRecord(str(document["level0"]), shape, unit, options, units)
+    documents = document.get("documents")
+    if documents is not None and not (
+        isinstance(documents, dict) and all(isinstance(v, str) for v in documents.values())
+    ):
+        raise ValueError("documents")
+    return ChangeRecord(str(document["level0"]), shape, unit, options, units, documents)
 
 
 def options_record(plan: Any, options: Any) -> dict[str, Any]:
@@ -257,9 +313,11 @@ def options_record(plan: Any, options: Any) -> dict[str, Any]:
     }
 
 
-def record_of_build(plan: Any, options: Any) -> tuple[str, bytes] | None:
+def record_of_build(
+    plan: Any, options: Any, documents: Mapping[str, bytes | None]
+) -> tuple[str, bytes] | None:
     """The record a build leaves beside its level 1: level 0 as the build is about to read
-    it."""
+    it, and ``documents`` (key -> bytes) as the build publishes them."""
     if callable(plan.aggregation) or len(plan.levels) < 2:
         return None
     info = plan.image.level0
@@ -269,8 +327,95 @@ def record_of_build(plan: Any, options: Any) -> tuple[str, bytes] | None:
         info.write_unit,
         options_record(plan, options),
         snapshot(plan.image.store, info),
+        document_digests(documents),
     )
     return record_key(plan.levels[1].path), record.to_bytes()
+
+
+def published_documents(
+    plan: Any, metadata: bytes | None, rewritten: bool
+) -> dict[str, bytes | None]:
+    """The metadata documents a record keeps digests of, as they are once ``plan`` is carried
+    out: the image's metadata file (``metadata``, or as stored when None) and every level's
+    array metadata (the planned new levels' as written when ``rewritten``, else as stored)."""
+    image = plan.image
+    store = image.store
+    array_file = image.format.array_file
+    documents = {image.metadata_file: metadata or store.get(image.metadata_file, MAX_JSON_BYTES)}
+    new = {level.path: level for level in plan.new_levels} if rewritten else {}
+    for path in (level.path for level in plan.levels):
+        key = f"{path}/{array_file}"
+        level = new.get(path)
+        documents[key] = (
+            encode_json(level.document) if level is not None else store.get(key, MAX_JSON_BYTES)
+        )
+    return documents
+
+
+def document_digests(documents: Mapping[str, bytes | None]) -> dict[str, str] | None:
+    """What a record keeps of the metadata documents (None when one of them is missing)."""
+    if any(data is None for data in documents.values()):
+        return None
+    return {key: digest(data) for key, data in documents.items() if data is not None}
+
+
+def unchanged_since_record(store: Store) -> bool:
+    """Whether an update of the image in ``store`` (a local folder) would find nothing to do,
+    decided read-only, without the lock, numpy or zarr: True only when no build or update is
+    running or left anything, the image's metadata file and every level's array metadata are
+    byte for byte those the record saw, and level 0 holds exactly the recorded units with
+    their recorded sizes and stamps. Anything else (an old record, a stray file, a unit the
+    record compares by content) returns False and the update decides under the lock.
+
+    Without the lock a build may run meanwhile: the checks before and after see its lock
+    file or leftovers; one that ran wholly in between left levels consistent with level 0,
+    which is what True says.
+    """
+    try:
+        if store.has_leftovers():
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the update under the lock warns, once
+            same = _same_as_record(store)
+        return same and not store.has_leftovers()
+    except (PyramidError, OSError, KeyError, IndexError, TypeError, ValueError):
+        return False
+
+
+def _same_as_record(store: Store) -> bool:
+    metadata_file, array_file = "zarr.json", "zarr.json"
+    group = store.read_json(metadata_file, "group metadata")
+    if group is not None:
+        multiscales = group["attributes"]["ome"]["multiscales"]
+    else:
+        metadata_file, array_file = ".zattrs", ".zarray"
+        multiscales = store.read_json(metadata_file, "group metadata")["multiscales"]
+    paths = [check_level_path(d["path"], "multiscales") for d in multiscales[0]["datasets"]]
+    if len(paths) < 2:
+        return False
+    record = read_record(store, paths[1])
+    if record is None or record.documents is None or record.level0_path != paths[0]:
+        return False
+    keys = [metadata_file, *(f"{path}/{array_file}" for path in paths)]
+    if set(record.documents) != set(keys):
+        return False
+    for key in keys:
+        data = store.get(key, MAX_JSON_BYTES)
+        if data is None or digest(data) != record.documents[key]:
+            return False
+    prefix = paths[0].rstrip("/") + "/"
+    seen = 0
+    for key, size, stamp in store.stamps(paths[0]):
+        rel = key[len(prefix) :] if key.startswith(prefix) else key
+        state = record.units.get(rel)
+        if state is None:
+            if rel in (".zarray", ".zattrs", "zarr.json"):
+                continue
+            return False
+        if state != (size, stamp, None):
+            return False
+        seen += 1
+    return seen == len(record.units)
 
 
 def boxes_of_units(info: ArrayInfo, keys: Iterable[str]) -> Iterator[Box]:

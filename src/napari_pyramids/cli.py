@@ -9,12 +9,13 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import BuildCancelled, PyramidError, visible_text
-from .options import AUTO, BuildOptions
-from .pyramid.methods import METHODS
-from .pyramid.reduce import EDGES
+from .pyramid.names import AUTO, EDGES, METHOD_NAMES
+
+if TYPE_CHECKING:
+    from .options import BuildOptions
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
@@ -78,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--factor", type=int, default=2, help="Y/X coarsening per level (2)")
     build.add_argument("--z-factor", type=int, default=1, help="Z coarsening per level (1)")
     build.add_argument(
-        "--method", choices=METHODS, default=None,
+        "--method", choices=METHOD_NAMES, default=None,
         help="reducer; default mean for intensity images, mode for label images",
     )  # fmt: skip
     build.add_argument("--chunks", default=None, help="chunk shape, e.g. 1,1,512,512")
@@ -210,6 +211,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace) -> BuildOptions:
+    from .options import BuildOptions
+
     return BuildOptions(
         num_levels=args.levels,
         coarsening_xy=args.factor,
@@ -364,11 +367,15 @@ def _gui(args: argparse.Namespace) -> int:
 
 def _update(args: argparse.Namespace) -> int:
     """Every image the path holds (with its label images), one line each."""
+    storage_options = dict(args.storage_option)
+    unchanged = _unchanged_image(args.zarrurl, storage_options)
+    if unchanged is not None:
+        print(visible_text(unchanged))
+        return 0
     from .datasets import find_images
     from .storage import open_store
     from .untrusted import URL_SCHEME
 
-    storage_options = dict(args.storage_option)
     if URL_SCHEME.match(args.zarrurl):
         targets: list[tuple[str, Any]] = [(args.zarrurl, args.zarrurl)]
     else:
@@ -391,6 +398,24 @@ def _update(args: argparse.Namespace) -> int:
             continue
         print(visible_text(report.describe()))
     return status
+
+
+def _unchanged_image(zarrurl: str, storage_options: dict[str, str]) -> str | None:
+    """The report of an image folder without labels found unchanged read-only, before numpy,
+    zarr or the dataset finder are imported; None when the full update must decide."""
+    from .changes import UNCHANGED, UpdateReport, unchanged_since_record
+    from .storage import LocalStore
+    from .untrusted import URL_SCHEME, check_image_path
+
+    if storage_options or URL_SCHEME.match(zarrurl):
+        return None
+    try:
+        store = LocalStore(check_image_path(zarrurl))
+    except PyramidError:
+        return None
+    if store.exists("labels") or not unchanged_since_record(store):
+        return None
+    return UpdateReport(str(store.describe()), UNCHANGED).describe()
 
 
 def _update_image(args: argparse.Namespace, path: Any, storage_options: dict[str, str]) -> Any:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .changes import record_of_build
+from .changes import published_documents, record_of_build
 from .documents import publish_documents
 from .errors import BuildCancelled, ImageBusyError, PyramidError
 from .images import open_image
@@ -424,7 +424,9 @@ def iter_build(
         _check_level0_untouched(plan, aside)
         documents = publish_documents(plan, aside)
         # Level 0 as it is before the build reads it: a later change shows in the record.
-        record = record_of_build(plan, options)
+        record = record_of_build(
+            plan, options, published_documents(plan, documents.final, rewritten=True)
+        )
         changes = ImageChanges(
             metadata_file=plan.image.metadata_file,
             zarr_format=plan.image.zarr_format,

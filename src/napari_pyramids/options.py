@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import PyramidError, format_bytes
 from .pyramid.methods import METHODS, Method, method_for_callable, method_named
-from .pyramid.reduce import EDGES
+from .pyramid.names import AUTO, EDGES
 
 if TYPE_CHECKING:
     from .ome.image import OmeZarrImage
 
-AUTO = "auto"
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 MIN_MEMORY_BUDGET = 16 * 2**20
 OPEN_ARRAY_KEYS = frozenset({"write_empty_chunks", "fill_value", "dimension_separator"})

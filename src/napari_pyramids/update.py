@@ -23,7 +23,7 @@ import math
 import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +31,23 @@ import numpy as np
 
 from .changes import (
     OPTION_KEYS,
+    REBUILT,
+    UNCHANGED,
+    UPDATED,
     Box,
     ChangeRecord,
+    UpdateReport,
     boxes_of_units,
     changed_units,
     check_regions,
     dependent_units,
+    document_digests,
     grown_boxes,
+    published_documents,
     read_record,
     record_key,
     snapshot,
+    unchanged_since_record,
     updated_units,
 )
 from .documents import consolidated_documents
@@ -51,49 +58,14 @@ from .ome.image import OmeZarrImage, parse_array_info, read_image
 from .options import BuildOptions
 from .pyramid.methods import METHODS
 from .pyramid.plan import PyramidPlan, Stage, plan_pyramid
-from .storage import LevelArray, Store, encode_json, open_level_array, open_store
-
-UNCHANGED, UPDATED, REBUILT = "unchanged", "updated", "rebuilt"
-
-
-@dataclass(frozen=True)
-class UpdateReport:
-    """What an update did to one image.
-
-    Attributes
-    ----------
-    status
-        ``"unchanged"`` (nothing rewritten), ``"updated"`` (the units listed in
-        ``written`` were recomputed) or ``"rebuilt"`` (levels 1..n recomputed in full, for
-        the reason in ``note``).
-    changed
-        Level-0 write units found changed (or met by the caller's regions).
-    written
-        Write units recomputed, per level index.
-    grown
-        Whether level 0 had grown and every level was extended.
-    note
-        Why the pyramid was rebuilt in full, or what else the user should know.
-    """
-
-    zarrurl: str
-    status: str
-    changed: int = 0
-    written: dict[int, int] = field(default_factory=dict)
-    grown: bool = False
-    note: str = ""
-
-    def describe(self) -> str:
-        if self.status == UNCHANGED:
-            return f"{self.zarrurl}: level 0 unchanged; nothing rewritten"
-        if self.status == REBUILT:
-            return f"{self.zarrurl}: levels rebuilt in full ({self.note})"
-        units = ", ".join(f"level {k}: {n}" for k, n in sorted(self.written.items()))
-        grown = "; level 0 grew, every level extended" if self.grown else ""
-        return (
-            f"{self.zarrurl}: {self.changed} level-0 write unit(s) changed; rewritten {units}"
-            f"{grown}"
-        )
+from .storage import (
+    LevelArray,
+    LocalStore,
+    Store,
+    encode_json,
+    open_level_array,
+    open_store,
+)
 
 
 @dataclass(frozen=True)
@@ -125,6 +97,9 @@ def iter_update(
     blocks: every unit is then old or new, and the next update finishes the work.
     """
     store = open_store(zarrurl, storage_options)
+    if regions is None and isinstance(store, LocalStore) and unchanged_since_record(store):
+        # Decided read-only: nothing to write, so no lock to take (see unchanged_since_record).
+        return UpdateReport(str(store.describe()), UNCHANGED)
     store.check_writable()
     image = open_image(store)
     _check_has_pyramid(image)
@@ -200,12 +175,13 @@ def _decide(
         changed = len(given)
         units = updated_units(record, info, current, boxes) if record is not None else None
     new_record = None
+    documents = document_digests(published_documents(plan, None, rewritten=grown))
     if record is not None and units is not None:
         new_record = ChangeRecord(
-            info.path, info.shape, info.write_unit, record.options, dict(units)
+            info.path, info.shape, info.write_unit, record.options, dict(units), documents
         ).to_bytes()
     if not boxes:
-        stale = record is not None and units != record.units
+        stale = record is not None and (units != record.units or documents != record.documents)
         return _Decision(None, options, [], 0, False, new_record if stale else None)
     return _Decision(plan, options, boxes, changed, grown, new_record)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -32,7 +34,10 @@ from imaging import (
     write_image,
 )
 from napari_pyramids import PyramidError, build_pyramid, update_pyramid
+from napari_pyramids.changes import unchanged_since_record
 from napari_pyramids.cli import main
+from napari_pyramids.pyramid.methods import BUILT_IN
+from napari_pyramids.pyramid.names import METHOD_NAMES
 from napari_pyramids.storage import LocalStore
 
 EXAMPLES = int(os.environ.get("NAPARI_PYRAMIDS_EXAMPLES", 30))
@@ -383,3 +388,55 @@ def test_a_build_with_other_options_replaces_the_record_with_level_1(tmp_path):
     for k in (1, 2):
         np.testing.assert_array_equal(zarr.open_array(root / str(k))[...], expected[k])
     assert not [n for n in os.listdir(root) if n.startswith(".napari-pyramids")]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_unchanged_is_decided_read_only_and_any_change_defers_to_the_locked_update(
+    tmp_path, zarr_format
+):
+    root = built(tmp_path, zarr_format=zarr_format)
+    store = LocalStore(root)
+    assert unchanged_since_record(store)
+    lock = root / ".napari-pyramids.lock"
+    lock.write_text("{}")  # a build holds the image: decide under the lock instead
+    assert not unchanged_since_record(store)
+    lock.unlink()
+    metadata = root / ("zarr.json" if zarr_format == 3 else "1/.zarray")
+    original = metadata.read_bytes()
+    metadata.write_bytes(original + b"\n")  # same JSON, other bytes: not provably the same
+    assert not unchanged_since_record(store)
+    assert update_pyramid(zarrurl=root).status == "unchanged"  # the locked update re-records
+    assert unchanged_since_record(store)
+    zarr.open_array(root / "0", mode="r+")[0, 0:2, 0:2] = 999
+    assert not unchanged_since_record(store)
+    assert update_pyramid(zarrurl=root).status == "updated"
+    assert update_pyramid(zarrurl=root).status == "unchanged"
+
+
+def test_a_record_without_metadata_digests_still_works_and_gains_them(tmp_path):
+    root = built(tmp_path)
+    document = json.loads((root / RECORD).read_bytes())
+    del document["documents"]  # as a build of the previous version wrote it
+    (root / RECORD).write_text(json.dumps(document))
+    assert not unchanged_since_record(LocalStore(root))
+    assert update_pyramid(zarrurl=root).status == "unchanged"
+    assert unchanged_since_record(LocalStore(root))
+
+
+def test_cli_finds_an_unchanged_image_without_importing_numpy_or_zarr(tmp_path):
+    root = built(tmp_path)
+    code = (
+        "import sys\n"
+        "from napari_pyramids.cli import main\n"
+        f"assert main(['update', {str(root)!r}, '--quiet']) == 0\n"
+        "heavy = {'numpy', 'zarr', 'dask', 'numcodecs'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"{root}: level 0 unchanged; nothing rewritten\n"
+    assert not (root / ".napari-pyramids.lock").exists()
+
+
+def test_the_cli_offers_every_built_in_method():
+    assert tuple(method.name for method in BUILT_IN) == METHOD_NAMES

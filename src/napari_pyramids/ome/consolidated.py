@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .format import Format
+if TYPE_CHECKING:
+    from .format import Format
 
 # Entry key -> the entry (a metadata document), or None to remove the key.
 Entries = dict[str, Any]

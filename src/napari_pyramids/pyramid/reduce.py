@@ -15,8 +15,7 @@ import numpy as np
 
 from .kernels import Reducer
 from .methods import method_named, reducer_for
-
-EDGES = ("trim", "keep")
+from .names import EDGES as EDGES  # where the widget looks them up
 
 # Reducers run slab by slab over this many input bytes, so their temporaries (stacked
 # windows, sort buffers, wide sums) stay a small constant whatever the block size.

@@ -3,20 +3,45 @@
 The engine, the planner and the preview use only what this package exports: a
 :class:`Store` (the keys of one image), the level arrays opened on it (whole write units in
 and out), and the build transaction (lock, unlisted levels, publish, recovery).
+
+Each name is imported on first use: reading a few keys (``unchanged.py``) needs neither numpy
+nor the codecs that the level arrays bring.
 """
 
-from .arrays import LevelArray, check_zarr_reads, open_level, open_level_array
-from .store import (
-    BuildTransaction,
-    ConsolidatedEdit,
-    ImageChanges,
-    LocalStore,
-    NewLevel,
-    Store,
-    UrlPath,
-    encode_json,
-    open_store,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .arrays import LevelArray, check_zarr_reads, open_level, open_level_array
+    from .store import (
+        BuildTransaction,
+        ConsolidatedEdit,
+        ImageChanges,
+        LocalStore,
+        NewLevel,
+        Store,
+        UrlPath,
+        encode_json,
+        open_store,
+    )
+
+_HOMES = {
+    "LevelArray": ".arrays",
+    "check_zarr_reads": ".arrays",
+    "open_level": ".arrays",
+    "open_level_array": ".arrays",
+    "BuildTransaction": ".store",
+    "ConsolidatedEdit": ".store",
+    "ImageChanges": ".store",
+    "LocalStore": ".store",
+    "NewLevel": ".store",
+    "Store": ".store",
+    "UrlPath": ".store",
+    "encode_json": ".store",
+    "open_store": ".store",
+}
 
 __all__ = [
     "BuildTransaction",
@@ -33,3 +58,16 @@ __all__ = [
     "open_level_array",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

@@ -20,10 +20,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import PyramidError
-from ..ome.consolidated import Patch
 from ..untrusted import (
     MAX_JSON_BYTES,
     URL_SCHEME,
@@ -32,6 +31,9 @@ from ..untrusted import (
     check_regular_file_for_write,
     parse_json,
 )
+
+if TYPE_CHECKING:
+    from ..ome.consolidated import Patch
 
 # The hidden folder where an update writes each new write unit before renaming it in.
 UPDATE_PREFIX = ".napari-pyramids-update-"

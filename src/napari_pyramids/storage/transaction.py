@@ -52,8 +52,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ImageBusyError, PyramidError
-from ..ome.consolidated import apply
-from ..ome.format import format_of
 from ..untrusted import (
     CONSOLIDATED_CAPS,
     MAX_JSON_BYTES,
@@ -343,6 +341,8 @@ class BuildFolder(BuildTransaction):
     def write_level_document(self, index: int, document: dict[str, Any], zarr_format: int) -> Path:
         folder = self.level_path(index)
         os.mkdir(folder)
+        from ..ome.format import format_of
+
         name = format_of(zarr_format).array_file
         (folder / name).write_bytes(encode_json(document))
         return folder
@@ -477,6 +477,10 @@ def edit_consolidated(
     build folder); a group's above the image through a temporary file in its folder whose
     name says which build wrote it.
     """
+    # Here, not at the top: recovery and the lock (which every update takes) need no numpy.
+    from ..ome.consolidated import apply
+    from ..ome.format import format_of
+
     folder = ancestor(root, edit["up"])
     name = edit["file"]
     fmt = format_of(2 if name == ".zmetadata" else 3)
