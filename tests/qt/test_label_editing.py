@@ -247,3 +247,35 @@ def test_coarse_levels_on_screen_show_the_edit_after_the_update(
     fresh = viewer.screenshot(canvas_only=True)
     assert layer.data_level >= 1
     assert _pixels_of(fresh, colour) > 50
+
+
+def test_cancel_stops_an_update_and_the_next_update_finishes_it(
+    qtbot, viewer_and_builder, tmp_path, gated_executor
+):
+    _viewer, widget = viewer_and_builder
+    root = _label_image(tmp_path)
+    level0 = zarr.open_array(root / "0", mode="r+")
+    level0[:, :, :] = _labels(seed=1)  # every unit changed: the update has many blocks
+    widget.open_path(root)
+    widget.executor = gated_executor
+
+    with qtbot.waitSignal(widget.editor.updated, timeout=TIMEOUT) as outcome:
+        widget["update"].clicked()
+        assert gated_executor.held.wait(timeout=30)  # mid-way: a block written
+        assert widget.cancel.enabled
+        widget.cancel.clicked()
+        gated_executor.gate.set()
+
+    assert outcome.args[0] == "cancelled"
+    assert "Click Update pyramid again" in widget["edits"].value
+    assert not widget.cancel.enabled
+    assert widget["update"].enabled
+    for path in level_paths(root):  # every level readable, level 0 as edited
+        assert _read(root, path).shape[0] == SHAPE[0]
+    np.testing.assert_array_equal(_read(root, "0"), _labels(seed=1))
+
+    widget.executor = None
+    assert _update(qtbot, widget) == "updated"
+    expected = reference_pyramid(_labels(seed=1), FACTORS, LEVELS, "mode")
+    for k, path in enumerate(level_paths(root)):
+        np.testing.assert_array_equal(_read(root, path), expected[k], err_msg=f"level {k}")

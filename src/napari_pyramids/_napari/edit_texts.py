@@ -13,6 +13,11 @@ NOT_LABELS = (
     "added for painting)."
 )
 UPDATE_BUSY = "An update or a build is already running; wait for it or cancel it."
+UPDATE_CANCELLING = "Cancelling the update at its next block…"
+UPDATE_CANCELLED = (
+    "Update cancelled: every level stays readable, some parts refreshed and some not yet. "
+    "Click Update pyramid again to finish it."
+)
 
 
 def editing_text(name: str, shape: tuple[int, ...]) -> str:

@@ -31,6 +31,7 @@ from ...update import iter_update
 from ..edit_texts import (
     NOT_LABELS,
     UPDATE_BUSY,
+    UPDATE_CANCELLED,
     editing_text,
     stale_text,
     unsaved_write_failed,
@@ -206,6 +207,13 @@ class LabelEditor:
         self._say(f"Updating the pyramid of {root.name}…")
         worker.start()
 
+    def cancel_update(self) -> bool:
+        """Ask the running update to stop at its next block; False if none runs."""
+        if self.worker is None or not self.worker.is_running:
+            return False
+        self.worker.quit()
+        return True
+
     def _on_error(self, exc: BaseException) -> None:
         self._error = exc
 
@@ -215,6 +223,11 @@ class LabelEditor:
             return
         self._set_running(False)
         report = worker.plan
+        if report is None and self._error is None and worker.abort_requested:
+            self._builder.progress.value = 0
+            self._say(UPDATE_CANCELLED)
+            self.updated.emit("cancelled")
+            return
         if report is None:
             reason = failure_reason(self._error) if self._error else "cancelled"
             message = f"Update failed: {reason}"
@@ -231,6 +244,7 @@ class LabelEditor:
     def _set_running(self, running: bool) -> None:
         for name in ("build", "preview", "edit", "update"):
             self._builder[name].enabled = not running
+        self._builder.cancel.enabled = running
 
     # ----------------------------------------------------------------- staleness
     def check_stale(self) -> bool:

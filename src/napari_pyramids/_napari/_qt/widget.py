@@ -43,6 +43,7 @@ from ...pyramid.methods import METHODS
 from ...pyramid.reduce import EDGES
 from ...system import cpu_count
 from ..dataset_texts import dataset_build_text, preview_of_dataset, ready_text, scope_text
+from ..edit_texts import UPDATE_CANCELLING
 from ..picker import LayerPicker, read_layers
 from ..preview import PreviewLayers
 from ..request import MOST_FACTOR, MOST_LEVELS, control_limits, default_request, plan_request
@@ -391,10 +392,14 @@ class PyramidBuilder(Container):
         self._runner.start(image.root, options, plan.total_blocks, self.executor)
 
     def cancel_build(self, *_: Any) -> None:
-        """Ask the running build to stop; the image is restored before it reports back."""
+        """Ask the running build to stop (the image is restored before it reports back), or
+        the running update (it stops at its next block)."""
         if self._runner.cancel() or self._datasets.cancel():
             self.cancel.enabled = False
             self._say(CANCELLING)
+        elif self.editor.cancel_update():
+            self.cancel.enabled = False
+            self._say(UPDATE_CANCELLING)
 
     def _set_running(self, running: bool) -> None:
         for name in (*SETTINGS, "preview", "build", "edit", "update"):
