@@ -181,6 +181,12 @@ def test_a_field_offers_its_labels_and_its_plate(
     assert widget.whole_plate.native.isVisibleTo(widget.native)
     assert not widget.whole_plate.value
     widget.num_levels.value = LEVELS
+    # The disk a build needs counts every image it covers, not only the one picked.
+    in_field = [name for name in data if name.startswith("A/1/0")]
+    assert f"for the {len(in_field)} images if alike" in widget.summary.value
+    widget.whole_plate.value = True
+    assert f"for the {len(data)} images if alike" in widget.summary.value
+    widget.whole_plate.value = False
     with qtbot.waitSignal(widget.events.build_finished, timeout=BUILD_TIMEOUT) as outcome:
         widget.build.clicked()
 
@@ -198,6 +204,7 @@ def test_a_field_offers_its_labels_and_its_plate(
     _assert_built(plate, data)
     validate_plate(plate)
     assert "already complete" in widget.status.value  # A/1/0 and its labels were skipped
+    assert widget.summary.value.endswith("(A/1/0 is).")  # no escaped line break shown
 
 
 def test_an_image_without_labels_or_plate_offers_neither(viewer_and_builder, sample_path):

@@ -112,10 +112,14 @@ class LayerPicker:
         """The plate, well or collection ``layer`` shows whole, or None."""
         if PREVIEW_KEY in layer.metadata or layer.source.path is None:
             return None
-        path = str(layer.source.path)
-        if path not in self._datasets:
-            self._datasets[path] = dataset_shown(path)
-        return self._datasets[path]
+        return self.dataset_at(str(layer.source.path))
+
+    def dataset_at(self, path: str | os.PathLike[str]) -> Dataset | None:
+        """The plate, well or collection at ``path`` (read once), or None if it is not one."""
+        key = str(path)
+        if key not in self._datasets:
+            self._datasets[key] = dataset_shown(key)
+        return self._datasets[key]
 
     def scope(self, layer: Layer | None) -> Scope | None:
         """What a build from ``layer`` covers; None for no layer or a layer of no image.

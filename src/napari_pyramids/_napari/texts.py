@@ -97,10 +97,11 @@ def describe_on_disk(image: OmeZarrImage) -> str:
     )
 
 
-def describe_plan(plan: PyramidPlan, ratio: float | None) -> str:
+def describe_plan(plan: PyramidPlan, ratio: float | None, images: int = 1) -> str:
     """Each planned level's shape, then the disk space the new levels need and the free space.
 
     ``ratio`` is level 0's stored/raw size (None if unknown: counted as uncompressed).
+    ``images`` the build covers, each counted like this one (a plate's fields are alike).
     """
     lines = []
     for level in plan.levels:
@@ -111,10 +112,17 @@ def describe_plan(plan: PyramidPlan, ratio: float | None) -> str:
         lines.append(three_d)
     estimate = disk_estimate(plan, ratio if ratio is not None else 1.0)
     ratio_text = f"level 0 stores 1:{1 / ratio:.1f}" if ratio else "uncompressed"
-    text = f"needs ~{format_bytes(estimate.stored_bytes)} on disk ({ratio_text})"
+    needed = estimate.stored_bytes * images
+    if images > 1:
+        text = (
+            f"needs ~{format_bytes(needed)} on disk for the {images} images if alike "
+            f"(~{format_bytes(estimate.stored_bytes)} for this one; {ratio_text})"
+        )
+    else:
+        text = f"needs ~{format_bytes(needed)} on disk ({ratio_text})"
     if estimate.free_bytes is not None:
         text += f", {format_bytes(estimate.free_bytes)} free"
-        if not estimate.fits:
+        if needed > estimate.free_bytes:
             text += " - NOT ENOUGH SPACE"
     lines.append(text)
     return "\n".join(lines)

@@ -47,7 +47,7 @@ from ..edit_texts import UPDATE_CANCELLING
 from ..picker import LayerPicker, read_layers
 from ..preview import PreviewLayers
 from ..request import MOST_FACTOR, MOST_LEVELS, control_limits, default_request, plan_request
-from ..scope import Scope, plan_for_dataset
+from ..scope import Scope, image_count, plan_for_dataset
 from ..texts import (
     BUSY,
     CANCELLING,
@@ -303,13 +303,24 @@ class PyramidBuilder(Container):
             whole = several != image.root
             head = dataset_build_text(several, image.root, whole, plan is None) + "\n"
         if plan is None:
-            self.summary.value = visible_text(head)
+            self.summary.value = visible_text(head.rstrip("\n"))
         else:
             if image.root not in self._ratios:  # walking level 0's chunks once is enough
                 self._ratios[image.root] = compression_ratio(image)
-            self.summary.value = head + describe_plan(plan, self._ratios[image.root])
+            count = 1 if several is None else self._images_under(several, image.root)
+            self.summary.value = head + describe_plan(plan, self._ratios[image.root], count)
         if not (self._runner.running or self._datasets.running):
             self._say(ready_text(self._scope))
+
+    def _images_under(self, path: Path, root: Path) -> int:
+        """How many images (label images included) a build of ``path`` covers."""
+        if path == root:
+            return 1 + (self._scope.label_count if self._scope is not None else 0)
+        dataset = self._picker.dataset_at(path)
+        if dataset is None:
+            return 1
+        images, labels = image_count(dataset)
+        return images + (labels if self.with_labels.value else 0)
 
     def _bound_controls(self, image: OmeZarrImage) -> None:
         """Let the spin boxes offer only what the image allows (levels, factors)."""
