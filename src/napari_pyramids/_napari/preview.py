@@ -222,6 +222,7 @@ class PreviewLayers:
         """Remove the preview layers; ``restore`` the layers they hid, with the preview's
         look if ``keep_look`` (the built image shows as its preview did)."""
         shown = self._drop(restore=False)
+        self._arrays = None
         for preview, source, visible in shown:
             if restore and source in self._layers:
                 look = look_of(preview) if keep_look else {"visible": visible}
@@ -251,7 +252,6 @@ class PreviewLayers:
     def _drop(self, restore: bool) -> list[tuple[Layer, Layer, bool]]:
         """Take the preview layers out of the viewer and stop computing their tiles."""
         shown, self._shown = self._shown, []
-        self._arrays = None
         if self.pyramid is not None:
             self.pyramid.close()
             self.pyramid = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import napari
 from napari.qt.threading import create_worker
@@ -17,14 +18,17 @@ from ..sample_data import begin_sample
 _RUNNING: set[object] = set()
 
 
-def write_in_background(path: Path, planes: Iterator[tuple[int, int]]) -> None:
-    """Run ``planes`` (a sample's chunk writer) off the UI thread; refresh its layers."""
+def write_in_background(path: Path, planes: Iterator[tuple[int, int]]) -> Any:
+    """Run ``planes`` (a sample's chunk writer) off the UI thread; refresh its layers.
+
+    Returns the started thread worker (``finished`` once the sample is whole on disk)."""
     worker = create_worker(lambda: (yield from planes), _start_thread=False)
     worker.yielded.connect(lambda plane: _refresh_layers(path, plane))
     worker.finished.connect(lambda: _RUNNING.discard(worker))
     worker.finished.connect(lambda: _refresh_layers(path, None))
     _RUNNING.add(worker)
     worker.start()
+    return worker
 
 
 def _refresh_layers(path: Path, plane: tuple[int, int] | None) -> None:
