@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import zarr
+from napari.layers import Layer
 
 from conftest import GatedExecutor
 from imaging import reference_pyramid
@@ -192,3 +193,51 @@ def test_tiles_computed_in_threads_leave_napari_dask_cache_working(sample_path):
     finally:
         Callback.active.discard(cache._callback)
         executor.shutdown(wait=True)
+
+
+def test_sample_layers_show_each_plane_once_it_is_written(qtbot, make_napari_viewer, tmp_path):
+    from napari_pyramids._napari._qt.sample_writer import write_in_background
+    from napari_pyramids._napari.layers import layer_data
+    from napari_pyramids._napari.sample_data import begin_sample
+
+    viewer = make_napari_viewer()
+    path = tmp_path / "sample.ome.zarr"
+    planes = begin_sample(path, size=512, depth=4)
+    # The layers are read (their chunks still empty) before the writer starts, as napari
+    # opens a sample: what napari cached then must not be shown once the planes land.
+    layers = [viewer.add_layer(Layer.create(*data)) for data in layer_data(path)]
+    with qtbot.waitSignal(write_in_background(path, planes).finished, timeout=BUILD_TIMEOUT):
+        pass
+
+    z = viewer.dims.current_step[0]
+    stored = zarr.open_array(path / "0", mode="r")
+    for channel, layer in enumerate(layers):
+        # napari's slice on show (private; no public accessor to what is drawn).
+        np.testing.assert_array_equal(np.asarray(layer._slice.image.raw), stored[channel, z])
+    viewer.dims.set_current_step(0, (z + 1) % 4)
+    np.testing.assert_array_equal(np.asarray(layers[0]._slice.image.raw), stored[0, (z + 1) % 4])
+
+
+def test_a_method_change_keeps_level_0_and_a_build_reads_the_image_again(
+    qtbot, viewer_and_builder, sample_path
+):
+    viewer, widget = viewer_and_builder
+    viewer.open(str(sample_path), plugin="napari-pyramids")
+    widget.num_levels.value = 3
+    with qtbot.waitSignal(widget.events.preview_updated):
+        widget.preview.clicked()
+    level0 = widget.preview_layers[0].data[0]
+
+    with qtbot.waitSignal(widget.events.preview_updated, timeout=5000):
+        widget.method.value = "max"
+    nuclei = widget.preview_layers[0]
+    # The same dask keys: level 0 was not opened again (each opening has keys of its own).
+    assert nuclei.data[0].name == level0.name
+    expected = reference_pyramid(sample_planes(512, 4)[0], (1, 2, 2), 3, "max")
+    np.testing.assert_array_equal(nuclei.data[2].computed(), expected[2])
+
+    with qtbot.waitSignal(widget.events.build_finished, timeout=BUILD_TIMEOUT) as finished:
+        widget.build.clicked()
+    assert finished.args == ["built"]
+    # The metadata changed on disk: the widget plans from the new levels, not its old read.
+    assert widget._images.open(sample_path).level_paths == ("0", "1", "2")

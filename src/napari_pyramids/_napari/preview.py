@@ -51,28 +51,23 @@ def tile_pyramid(
     options: BuildOptions,
     executor: Executor,
     on_ready: Callable[[], None] = lambda: None,
+    arrays: tuple[Any, Any] | None = None,
 ) -> TilePyramid:
     """The levels ``options`` plan for ``image``, computed in ``executor`` as napari asks.
+
+    ``arrays`` are level 0 as napari reads it and as the tiles read it, from an earlier
+    preview of the same image (see :func:`level0_arrays`); None opens them.
 
     Raises
     ------
     PyramidError
         If no pyramid can be planned.
     """
-    from ..storage import open_level
-    from .sample_data import sample_level0
-
     _, aggregation = choose_method(image, options)
     factors = level_factors(image, options)
     count = num_levels_for(image, options, factors)
     shapes = level_shapes(image, count, factors, options.edge)
-    # A sample whose chunks are still being written is read as it is computed.
-    level0 = sample_level0(image.root)
-    if level0 is not None:
-        reader = sample_level0(image.root)
-    else:  # two dask arrays of the level: napari reads one, the tiles the other
-        level0, reader = open_level(image, image.level0.path), open_level(image, image.level0.path)
-    reader = UncachedReader(reader)
+    level0, reader = level0_arrays(image) if arrays is None else arrays
     return TilePyramid(
         level0,
         shapes,
@@ -85,6 +80,22 @@ def tile_pyramid(
         source=(str(image.root), image.level0.path),
         reader=reader,
     )
+
+
+def level0_arrays(image: OmeZarrImage) -> tuple[Any, UncachedReader]:
+    """Level 0 twice: the array napari reads, and the reader the tiles are computed from.
+
+    A sample whose chunks are still being written is read as it is computed.
+    """
+    from ..storage import open_level
+    from .sample_data import sample_level0
+
+    level0 = sample_level0(image.root)
+    if level0 is not None:
+        return level0, UncachedReader(sample_level0(image.root))
+    # Two dask arrays of the level: napari's dask cache must not see the tiles' reads.
+    path = image.level0.path
+    return open_level(image, path), UncachedReader(open_level(image, path))
 
 
 class UncachedReader:
@@ -121,6 +132,9 @@ class PreviewLayers:
         self.executor = executor
         self._own_executor: Executor | None = None
         self.pyramid: TilePyramid | None = None
+        # The image of the preview on show and its level-0 arrays, reused while it is the
+        # same image (opening them again is a read of level 0's metadata on napari's thread).
+        self._arrays: tuple[OmeZarrImage, tuple[Any, Any]] | None = None
         # (preview layer, its source, the source's visibility before the preview)
         self._shown: list[tuple[Layer, Layer, bool]] = []
         layers.events.removed.connect(self._on_removed)
@@ -138,7 +152,9 @@ class PreviewLayers:
         PyramidError
             If no pyramid can be planned; the layers are then left as they were.
         """
-        pyramid = tile_pyramid(image, options, self._executor(), self.tiles_ready.emit)
+        pyramid = tile_pyramid(
+            image, options, self._executor(), self.tiles_ready.emit, self._level0(image)
+        )
         if self.pyramid is not None:
             pyramid.adopt(self.pyramid)  # what the new settings share is not computed again
         levels = pyramid.levels
@@ -177,6 +193,21 @@ class PreviewLayers:
         self.updated.emit()
         return levels
 
+    def _level0(self, image: OmeZarrImage) -> tuple[Any, Any]:
+        """Level 0's arrays for ``image``: the preview's own if it shows the same image.
+
+        ``image`` is the same object only while its metadata is unchanged (the widget's
+        :class:`~.image_cache.ImageCache`); a sample still being written is opened afresh.
+        """
+        from .sample_data import sample_level0
+
+        if self._arrays is not None and self._arrays[0] is image:
+            return self._arrays[1]
+        arrays = level0_arrays(image)
+        if sample_level0(image.root) is None:
+            self._arrays = (image, arrays)
+        return arrays
+
     def _swap(self, pyramid: TilePyramid, data: list[Any]) -> None:
         """Show new levels in the preview layers on show: a data change, not a new layer
         (adding and removing napari layers stalls the viewer for up to a second)."""
@@ -191,6 +222,7 @@ class PreviewLayers:
         """Remove the preview layers; ``restore`` the layers they hid, with the preview's
         look if ``keep_look`` (the built image shows as its preview did)."""
         shown = self._drop(restore=False)
+        self._arrays = None
         for preview, source, visible in shown:
             if restore and source in self._layers:
                 look = look_of(preview) if keep_look else {"visible": visible}

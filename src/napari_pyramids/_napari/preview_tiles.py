@@ -113,6 +113,12 @@ class TilePyramid:
         region = tuple((0, n) for n in self.shapes[level])
         return self._assemble(level, region)
 
+    @property
+    def busy(self) -> bool:
+        """Whether tiles are queued or being computed."""
+        with self._lock:
+            return bool(self._jobs or self._running)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until no tile is queued or being computed; False on timeout."""
         with self._idle:

@@ -82,7 +82,8 @@ def sample_chunk(
 def _chunk_indices(size: int, depth: int) -> list[tuple[int, int, int, int]]:
     """Level 0's chunks, plane by plane (the planes napari shows first come first)."""
     n = -(-size // CHUNK)
-    order = sorted(range(depth), key=lambda z: abs(z - depth // 2))
+    # napari opens a stack at plane (depth - 1) // 2.
+    order = sorted(range(depth), key=lambda z: abs(z - (depth - 1) // 2))
     planes = [(c, z) for z in order for c in range(len(CHANNELS))]
     return [(c, z, y, x) for c, z in planes for y in range(n) for x in range(n)]
 

@@ -6,44 +6,76 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import napari
 from napari.qt.threading import create_worker
 
-from ..layers import PATH_KEY, layer_data
+from ..layers import CHANNEL_KEY, PATH_KEY, layer_data
 from ..sample_data import begin_sample
 
 # Workers still running, kept from garbage collection until they finish.
 _RUNNING: set[object] = set()
 
 
-def write_in_background(path: Path, planes: Iterator[tuple[int, int]]) -> None:
-    """Run ``planes`` (a sample's chunk writer) off the UI thread; refresh its layers."""
+def write_in_background(path: Path, planes: Iterator[tuple[int, int]]) -> Any:
+    """Run ``planes`` (a sample's chunk writer) off the UI thread; refresh its layers.
+
+    Returns the started thread worker (``finished`` once the sample is whole on disk)."""
     worker = create_worker(lambda: (yield from planes), _start_thread=False)
-    worker.yielded.connect(lambda _: _refresh_layers(path))
+    worker.yielded.connect(lambda plane: _refresh_layers(path, plane))
     worker.finished.connect(lambda: _RUNNING.discard(worker))
-    worker.finished.connect(lambda: _refresh_layers(path))
+    worker.finished.connect(lambda: _refresh_layers(path, None))
     _RUNNING.add(worker)
     worker.start()
+    return worker
 
 
-def _refresh_layers(path: Path) -> None:
-    """Read the sample's layers again from disk (new chunks landed)."""
+def _refresh_layers(path: Path, plane: tuple[int, int] | None) -> None:
+    """Read again the layers that show ``plane`` (channel, z), just landed; None: every
+    layer of the sample, now whole on disk.
+
+    The layers get new dask arrays of the same levels: napari's dask cache keeps the chunks
+    it read before they were written (empty) under the old arrays' keys. A plane that is not
+    on show is not read now (each read is the layer's whole slice on napari's thread); the
+    end brings the planes read before they landed up to date.
+    """
     viewer = napari.current_viewer()
     if viewer is None:
         return
+    fresh = None
     for layer in viewer.layers:
-        if layer.metadata.get(PATH_KEY) == str(path):
-            layer.refresh()
+        metadata = layer.metadata
+        if metadata.get(PATH_KEY) != str(path):
+            continue
+        if plane is not None and not (
+            metadata.get(CHANNEL_KEY) == plane[0] and _shows_plane(viewer, layer, plane[1])
+        ):
+            continue
+        fresh = layer_data(path) if fresh is None else fresh
+        for data, kwargs, _ in fresh:
+            if kwargs["metadata"].get(CHANNEL_KEY) == metadata.get(CHANNEL_KEY):
+                layer.data = data
+                break
+
+
+def _shows_plane(viewer: napari.Viewer, layer: napari.layers.Layer, z: int) -> bool:
+    """Whether ``layer`` (Z, Y, X) shows plane ``z``: it is displayed in 3D, or sliced there."""
+    world_axis = viewer.dims.ndim - layer.ndim  # layers are aligned on their last axes
+    if world_axis < 0 or world_axis in viewer.dims.displayed:
+        return True
+    at = layer.world_to_data(viewer.dims.point)[0]
+    return round(float(at)) == z
 
 
 def sample_data(size: int = 2048, zarr_format: int = 2) -> list:
     """npe2 sample: the sample image in a temporary folder, read back as layers at once.
 
     The metadata is written now and the chunks in a thread (seconds for 2048²), so napari
-    does not wait; the layers are refreshed as planes land. Their metadata names the image
-    group, as our reader's does, so the Pyramid Builder lists and builds it in place (a
-    build waits for the last chunk). The folder is removed when Python exits.
+    does not wait; the layers showing a plane are read again when it lands, all of them at the
+    end. Their metadata
+    names the image group, as our reader's does, so the Pyramid Builder lists and builds it
+    in place (a build waits for the last chunk). The folder is removed when Python exits.
     """
     import atexit
     import shutil

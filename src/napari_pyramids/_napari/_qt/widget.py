@@ -36,7 +36,6 @@ from qtpy.QtCore import QObject, QTimer, Signal
 
 from ...errors import PyramidError, visible_text
 from ...estimate import compression_ratio
-from ...images import open_image
 from ...ome.image import OmeZarrImage
 from ...options import BuildOptions, parse_chunksize
 from ...pyramid.methods import METHODS
@@ -44,6 +43,7 @@ from ...pyramid.reduce import EDGES
 from ...system import cpu_count
 from ..dataset_texts import dataset_build_text, preview_of_dataset, ready_text, scope_text
 from ..edit_texts import UPDATE_CANCELLING
+from ..image_cache import ImageCache
 from ..picker import LayerPicker, read_layers
 from ..preview import PreviewLayers
 from ..request import MOST_FACTOR, MOST_LEVELS, control_limits, default_request, plan_request
@@ -141,6 +141,7 @@ class PyramidBuilder(Container):
         self._root: Path | None = None
         self._scope: Scope | None = None
         self._ratios: dict[Path, float | None] = {}
+        self._images = ImageCache()
         self._picker = picker
         self._preview = PreviewLayers(viewer.layers)
         self._runner = BuildRunner()
@@ -233,7 +234,7 @@ class PyramidBuilder(Container):
             self._preview.remove()
             if root is not None:
                 try:
-                    self._set_options(default_request(open_image(root)))
+                    self._set_options(default_request(self._images.open(root)))
                 except PyramidError as exc:
                     self._say(str(exc))
         self._update_plan()
@@ -278,7 +279,7 @@ class PyramidBuilder(Container):
             self.info.value, self.summary.value = note, ""
             return
         try:
-            image = open_image(self._root)
+            image = self._images.open(self._root)
         except PyramidError as exc:
             self.info.value, self.summary.value = note, ""
             self._say(str(exc))
@@ -345,7 +346,7 @@ class PyramidBuilder(Container):
             self._refuse(preview_of_dataset(self._scope.dataset.root, self._root))
             return
         try:
-            image = open_image(self._root)
+            image = self._images.open(self._root)
             levels = self._preview.show(image, self.request(image))
         except PyramidError as exc:
             self._preview.remove()
@@ -362,14 +363,17 @@ class PyramidBuilder(Container):
             self._redraw.start()
 
     def _redraw_preview(self) -> None:
+        pyramid = self._preview.pyramid
+        # Landed tiles change neither the extent nor the selection: only the slice is read
+        # again, and the thumbnail (another read of the coarsest level) once all have landed.
+        idle = pyramid is None or not pyramid.busy
         for layer in self._preview.layers:
             # napari keeps the coarsest level of a 2D multiscale layer once read; it changes
             # as tiles land, so that copy is dropped (private, hence the guard).
             materializer = getattr(layer, "_level_materializer", None)
             if materializer is not None and hasattr(materializer, "cache_clear"):
                 materializer.cache_clear()
-            layer.refresh()
-        pyramid = self._preview.pyramid
+            layer.refresh(thumbnail=idle, extent=False, highlight=False)
         if pyramid is not None and pyramid.error is not None:
             self._say(preview_failed_text(pyramid.error))
         self.events.preview_redrawn.emit()
@@ -389,7 +393,7 @@ class PyramidBuilder(Container):
             self._start_dataset_build()
             return
         try:
-            image = open_image(self._root)
+            image = self._images.open(self._root)
             options = self.request(image)
             plan = plan_request(image, options)
         except PyramidError as exc:
@@ -477,7 +481,7 @@ class PyramidBuilder(Container):
         if path is None or self._root is None:
             return
         try:
-            image = open_image(self._root)
+            image = self._images.open(self._root)
             options = self.request(image)
             plan_for_dataset(image, options)
         except PyramidError as exc:
