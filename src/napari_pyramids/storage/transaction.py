@@ -135,23 +135,53 @@ def _fsync_parents(root: Path, rels: Sequence[str]) -> None:
         fsync_dir(folder)
 
 
-def atomic_write(target: Path, data: bytes, scratch: Path, temp_name: str | None = None) -> None:
+def atomic_write(
+    target: Path,
+    data: bytes,
+    scratch: Path,
+    temp_name: str | None = None,
+    flush_folder: bool = True,
+) -> None:
     """Replace ``target`` by ``data`` in one rename; ``scratch`` is a folder on the same disk
-    (``temp_name`` names the temporary file there, so that a crash's leftover is known)."""
+    (``temp_name`` names the temporary file there, so that a crash's leftover is known).
+
+    The bytes are flushed before the rename, so ``target`` is never seen torn; the rename is
+    flushed too unless ``flush_folder`` is False (a power cut may then undo it)."""
+    temp = write_temp(target, data, scratch, temp_name)
+    replace_with(temp, target, flush_folder)
+
+
+def write_temp(
+    target: Path, data: bytes, scratch: Path, temp_name: str | None = None, flush: bool = True
+) -> Path:
+    """The temporary file that :func:`replace_with` renames to ``target``, holding ``data``
+    (flushed, unless the caller flushes it with others: ``flush=False``)."""
     temp = scratch / (temp_name or f"{target.name}.{uuid.uuid4().hex}.tmp")
     # O_EXCL refuses any existing name, a symbolic link included.
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC | BINARY, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if flush:
+                handle.flush()
+                os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    return temp
+
+
+def replace_with(temp: Path, target: Path, flush_folder: bool = True) -> None:
+    """Rename ``temp`` (its bytes already durable) to ``target``, then flush the folder."""
+    try:
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    fsync_dir(target.parent)
+    if flush_folder:
+        fsync_dir(target.parent)
 
 
 def read_bytes(path: Path) -> bytes | None:
@@ -333,15 +363,23 @@ class BuildFolder(BuildTransaction):
 
     def create(self) -> None:
         os.mkdir(self.path)
-        # The journal first: from here on the folder is recognisably ours (see recover).
-        self.save()
+        # The journal first: from here on the folder is recognisably ours (see recover). Its
+        # rename is not flushed: should a power cut undo it, the folder holds no journal (at
+        # most its temporary file) and only unpublished levels, which recovery removes; the
+        # publish flushes its own journal before anything moves.
+        self.save(flush_folder=False)
         for name in SKELETON:
             os.mkdir(self.path / name)
         for level in self.changes.levels:
             self.write_level_document(level.index, level.document, self.changes.zarr_format)
 
-    def save(self) -> None:
-        atomic_write(self.path / JOURNAL, encode_json(self.journal.to_json()), self.path)
+    def save(self, flush_folder: bool = True) -> None:
+        atomic_write(
+            self.path / JOURNAL,
+            encode_json(self.journal.to_json()),
+            self.path,
+            flush_folder=flush_folder,
+        )
 
     def write_level_document(self, index: int, document: dict[str, Any], zarr_format: int) -> Path:
         folder = self.level_path(index)
@@ -382,9 +420,13 @@ class BuildFolder(BuildTransaction):
         journal.created_files = [(name, sha256(data)) for name, data in created]
         journal.consolidated = [edit.to_json() for edit in consolidated]
         record = self._stage_record()
-        # Level data (and the staged record) durable before any rename can make it reachable.
+        journal_temp = write_temp(
+            self.path / JOURNAL, encode_json(journal.to_json()), self.path, flush=False
+        )
+        # Level data, the staged record and the journal's bytes durable in one flush, then
+        # the journal's rename, before any rename can make a level reachable.
         flush_tree(self.path)
-        self.save()
+        replace_with(journal_temp, self.path / JOURNAL)
         metadata = self.root / journal.metadata_file
         own = [edit for edit in journal.consolidated if edit["up"] == 0]
         above = [edit for edit in journal.consolidated if edit["up"] > 0]
