@@ -96,10 +96,12 @@ def run_block(task: BlockTask, index: int, report: Callable[[float], Any] | None
     """Read block ``index`` of the stage's source once and write its part of every level.
 
     ``report(fraction)`` is told the fractions of the block done as it goes (threads only).
+    Without ``report`` each chunk is reduced in one go: the slabs only exist for progress.
     """
-    report = report or _ignore
     region = task.stage.region(index)
-    block = _first_level(task, region, report)
+    parts = BLOCK_PARTS if report is not None else 1
+    report = report or _ignore
+    block = _first_level(task, region, report, parts)
     for k, (target, relative) in enumerate(zip(task.targets, task.relative, strict=True)):
         if k:
             block = coarsen(block, task.factors[k], task.aggregation, task.edge)
@@ -117,7 +119,10 @@ def _ignore(fraction: float) -> None:
 
 
 def _first_level(
-    task: BlockTask, region: tuple[slice, ...], report: Callable[[float], Any] = _ignore
+    task: BlockTask,
+    region: tuple[slice, ...],
+    report: Callable[[float], Any] = _ignore,
+    block_parts: int = BLOCK_PARTS,
 ) -> np.ndarray:
     """The block's first target level, reduced unit by unit when the source allows it.
 
@@ -138,7 +143,7 @@ def _first_level(
             report(READ_SHARE)
             return coarsen(data, factors, task.aggregation, task.edge)
         report(READ_SHARE / 2)
-        return _coarsen_in_strips(data, factors, task, BLOCK_PARTS, READ_SHARE / 2, report)
+        return _coarsen_in_strips(data, factors, task, block_parts, READ_SHARE / 2, report)
     parts = math.prod(
         -(-(r.stop - r.start) // c) for r, c in zip(region, source.chunks, strict=True)
     )
@@ -146,7 +151,7 @@ def _first_level(
         output_length(r.stop - r.start, f, task.edge) for r, f in zip(region, factors, strict=True)
     )
     out = np.empty(shape, dtype=source.dtype)
-    strips = -(-BLOCK_PARTS // parts)
+    strips = -(-block_parts // parts)
     for offset, part in source.read_parts(region):
         reduced = _coarsen_in_strips(part, factors, task, strips, READ_SHARE / parts, report)
         out[
@@ -276,11 +281,14 @@ def run_tasks(
     tasks: list[BlockTask],
     in_flight: int,
     blocks: Sequence[Sequence[int]] | None = None,
+    parts: bool = True,
 ) -> Generator[tuple[int, float], None, None]:
     """Run every block of every stage, at most ``in_flight`` at once.
 
     ``blocks`` restricts each stage to the block numbers listed for it (an update runs only
-    the blocks whose write units depend on changed level-0 data).
+    the blocks whose write units depend on changed level-0 data). ``parts=False`` yields
+    after whole blocks only, as on a cluster (a dataset build counts blocks of hundreds of
+    images: parts of one would cost more to relay than they tell).
 
     Yields (blocks finished since the last yield, fraction of the running blocks done)
     after each block and, on local threads, whenever the running blocks' reported parts
@@ -289,7 +297,7 @@ def run_tasks(
     submitting, cancels what has not started and waits for the blocks already running, so
     nothing writes into the build folder once it returns.
     """
-    if not isinstance(executor, ThreadPoolExecutor):
+    if not parts or not isinstance(executor, ThreadPoolExecutor):
         # A block on a remote worker cannot report its parts: whole blocks only.
         yield from _run_remote(executor, tasks, in_flight, blocks)
         return
@@ -386,12 +394,14 @@ def iter_build(
     executor: Executor | None = None,
     scheduler: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    block_parts: bool = True,
     **params: Any,
 ) -> Generator[Progress, None, PyramidPlan]:
     """Build a pyramid, yielding progress after each block; returns the plan it carried out.
 
     ``options`` are the build's :class:`~napari_pyramids.options.BuildOptions` (or, instead,
-    their keywords as ``params``); ``storage_options`` configure an image given by URL. The
+    their keywords as ``params``); ``storage_options`` configure an image given by URL;
+    ``block_parts=False`` yields after whole blocks only (see :func:`run_tasks`). The
     image is planned (every input checked) before anything
     is written, then locked, cleared of any interrupted build, planned again under the lock,
     written, and published. Closing the generator early cancels the build and restores the
@@ -441,7 +451,7 @@ def iter_build(
         transaction = store.begin_build(build_id, changes)
         try:
             transaction.create()
-            yield from _write_levels(plan, transaction, executor, scheduler)
+            yield from _write_levels(plan, transaction, executor, scheduler, block_parts)
             yield Progress(plan.total_blocks, plan.total_blocks, "publishing")
             if not hold.holds():
                 raise ImageBusyError(
@@ -497,6 +507,7 @@ def _write_levels(
     transaction: BuildTransaction,
     executor: Executor | None,
     scheduler: str | None,
+    block_parts: bool = True,
 ) -> Generator[Progress, None, None]:
     tasks = block_tasks(plan, transaction)
     done, total = 0, plan.total_blocks
@@ -505,7 +516,7 @@ def _write_levels(
         contextlib.nullcontext(executor) if executor else make_executor(plan.workers, scheduler)
     )
     with context as pool:
-        for finished, part in run_tasks(pool, tasks, in_flight=plan.workers):
+        for finished, part in run_tasks(pool, tasks, plan.workers, parts=block_parts):
             done += finished
             yield Progress(done, total, "writing", part)
 

@@ -377,3 +377,24 @@ def test_a_build_of_few_blocks_reports_progress_in_many_steps(
     expected = reference_pyramid(data, factors, 3, method)
     for k in (1, 2):
         np.testing.assert_array_equal(stored(path, str(k)), expected[k])
+
+
+@pytest.mark.usefixtures("tiny_blocks")
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_whole_block_progress_yields_once_per_block_and_builds_the_same_levels(
+    tmp_path, rng, zarr_format
+):
+    # What a dataset build asks for: no parts of blocks, each chunk reduced in one go.
+    from napari_pyramids.engine import iter_build
+
+    data = sample(rng, (2, 96, 80))
+    path = write_image(tmp_path / "img.zarr", data, zarr_format=zarr_format, chunks=(1, 32, 32))
+    steps = list(iter_build(path, num_levels=3, workers=2, block_parts=False))
+
+    writing = [s for s in steps if s.phase == "writing"]
+    total = writing[-1].total
+    assert total >= 2
+    assert [(s.done, s.part) for s in writing] == [(k, 0.0) for k in range(total + 1)]
+    expected = reference_pyramid(data, (1, 2, 2), 3, "mean")
+    for k in (1, 2):
+        np.testing.assert_array_equal(stored(path, str(k)), expected[k])

@@ -30,6 +30,7 @@ import pytest
 
 from faultkit import (
     Scenario,
+    Steps,
     StepSchedule,
     prepare,
     report,
@@ -240,3 +241,60 @@ def test_info_tells_of_an_interrupted_overwrite_until_the_rerun_rolls_it_back(
     out = capsys.readouterr().out
     assert "interrupted" not in out
     assert "level 2" in out
+
+
+def test_kills_around_the_staged_change_record_leave_the_image_whole_and_are_cleaned_up(
+    tmp_path, rng
+):
+    """The record is written into the build folder before the flush and moved beside level 1
+    after the metadata: a kill at either step leaves the image as it was or complete, and the
+    rerun leaves exactly what a clean build leaves."""
+    from napari_pyramids.api import build_pyramid
+    from napari_pyramids.storage import transaction as store
+
+    data = rng.integers(1, 4096, size=(2, 40, 48), dtype=np.uint16)
+    scenario = prepare(
+        tmp_path, data, zarr_format=3, chunks=(1, 32, 32), overwrite=False, num_levels=3
+    )
+
+    class Recording(Steps):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def __call__(self, what: str) -> None:
+            self.names.append(what)
+            super().__call__(what)
+
+    steps = Recording()
+    with steps.installed(store):
+        build_pyramid(zarrurl=scenario.copy(tmp_path / "count"), **scenario.params)
+    around = [k + 1 for k, what in enumerate(steps.names) if what.endswith(store.STAGED_RECORD)]
+    assert len(around) == 2  # staged (created), then placed (replaced)
+    seen = []
+    for step in (*around, around[-1] + 1):
+        root = scenario.copy(tmp_path / f"kill{step}")
+        child = start_build(root, scenario.params, kill_at=step)
+        child.process.join(60)
+        assert child.process.exitcode == -9, f"step {step} was not reached"
+        seen.append(scenario.expected.at(root).check())
+        rerun_completes(scenario, root)
+    assert seen == ["original", "final", "final"]
+
+
+def test_a_build_folder_without_journal_holding_a_staged_record_is_removed(tmp_path, rng):
+    from napari_pyramids.api import build_pyramid
+    from napari_pyramids.storage.transaction import BUILD_PREFIX, STAGED_RECORD
+
+    data = rng.integers(1, 4096, size=(2, 40, 48), dtype=np.uint16)
+    scenario = prepare(
+        tmp_path, data, zarr_format=2, chunks=(1, 32, 32), overwrite=False, num_levels=3
+    )
+    root = scenario.copy(tmp_path / "left")
+    folder = root / f"{BUILD_PREFIX}0123456789ab"
+    (folder / "levels" / "1").mkdir(parents=True)
+    (folder / "aside").mkdir()
+    (folder / STAGED_RECORD).write_bytes(b"{}")
+    build_pyramid(zarrurl=root, **scenario.params)
+    assert not folder.exists()
+    assert tree_snapshot(root) == scenario.after

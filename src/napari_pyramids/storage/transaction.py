@@ -85,6 +85,9 @@ CONSOLIDATED_LOCK_SECONDS = 60.0
 CONSOLIDATED_TEMP = ".napari-pyramids-consolidated-{build}.tmp"
 BUILD_PREFIX = ".napari-pyramids-build-"
 JOURNAL = "journal.json"
+# The change record, written into the build folder before the levels are flushed (so it is
+# durable with them) and renamed beside level 1 once the metadata lists the levels.
+STAGED_RECORD = "record.json"
 SKELETON = ("levels", "aside")
 _JOURNAL_TEMP = re.compile(r"^journal\.json\.[0-9a-f]{32}\.tmp$")
 # What a lease (lease.py) leaves when its holder dies while renewing or taking over.
@@ -130,23 +133,53 @@ def _fsync_parents(root: Path, rels: Sequence[str]) -> None:
         fsync_dir(folder)
 
 
-def atomic_write(target: Path, data: bytes, scratch: Path, temp_name: str | None = None) -> None:
+def atomic_write(
+    target: Path,
+    data: bytes,
+    scratch: Path,
+    temp_name: str | None = None,
+    flush_folder: bool = True,
+) -> None:
     """Replace ``target`` by ``data`` in one rename; ``scratch`` is a folder on the same disk
-    (``temp_name`` names the temporary file there, so that a crash's leftover is known)."""
+    (``temp_name`` names the temporary file there, so that a crash's leftover is known).
+
+    The bytes are flushed before the rename, so ``target`` is never seen torn; the rename is
+    flushed too unless ``flush_folder`` is False (a power cut may then undo it)."""
+    temp = write_temp(target, data, scratch, temp_name)
+    replace_with(temp, target, flush_folder)
+
+
+def write_temp(
+    target: Path, data: bytes, scratch: Path, temp_name: str | None = None, flush: bool = True
+) -> Path:
+    """The temporary file that :func:`replace_with` renames to ``target``, holding ``data``
+    (flushed, unless the caller flushes it with others: ``flush=False``)."""
     temp = scratch / (temp_name or f"{target.name}.{uuid.uuid4().hex}.tmp")
     # O_EXCL refuses any existing name, a symbolic link included.
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC | BINARY, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if flush:
+                handle.flush()
+                os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    return temp
+
+
+def replace_with(temp: Path, target: Path, flush_folder: bool = True) -> None:
+    """Rename ``temp`` (its bytes already durable) to ``target``, then flush the folder."""
+    try:
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    fsync_dir(target.parent)
+    if flush_folder:
+        fsync_dir(target.parent)
 
 
 def read_bytes(path: Path) -> bytes | None:
@@ -328,15 +361,23 @@ class BuildFolder(BuildTransaction):
 
     def create(self) -> None:
         os.mkdir(self.path)
-        # The journal first: from here on the folder is recognisably ours (see recover).
-        self.save()
+        # The journal first: from here on the folder is recognisably ours (see recover). Its
+        # rename is not flushed: should a power cut undo it, the folder holds no journal (at
+        # most its temporary file) and only unpublished levels, which recovery removes; the
+        # publish flushes its own journal before anything moves.
+        self.save(flush_folder=False)
         for name in SKELETON:
             os.mkdir(self.path / name)
         for level in self.changes.levels:
             self.write_level_document(level.index, level.document, self.changes.zarr_format)
 
-    def save(self) -> None:
-        atomic_write(self.path / JOURNAL, encode_json(self.journal.to_json()), self.path)
+    def save(self, flush_folder: bool = True) -> None:
+        atomic_write(
+            self.path / JOURNAL,
+            encode_json(self.journal.to_json()),
+            self.path,
+            flush_folder=flush_folder,
+        )
 
     def write_level_document(self, index: int, document: dict[str, Any], zarr_format: int) -> Path:
         folder = self.level_path(index)
@@ -378,9 +419,14 @@ class BuildFolder(BuildTransaction):
         created = [(name, data) for name, data in extra_files if not (self.root / name).exists()]
         journal.created_files = [(name, sha256(data)) for name, data in created]
         journal.consolidated = [edit.to_json() for edit in consolidated]
-        # Level data durable before any rename can make it reachable.
+        record = self._stage_record()
+        journal_temp = write_temp(
+            self.path / JOURNAL, encode_json(journal.to_json()), self.path, flush=False
+        )
+        # Level data, the staged record and the journal's bytes durable in one flush, then
+        # the journal's rename, before any rename can make a level reachable.
         flush_tree(self.path)
-        self.save()
+        replace_with(journal_temp, self.path / JOURNAL)
         metadata = self.root / journal.metadata_file
         own = [edit for edit in journal.consolidated if edit["up"] == 0]
         above = [edit for edit in journal.consolidated if edit["up"] > 0]
@@ -402,19 +448,46 @@ class BuildFolder(BuildTransaction):
         for name, data in created:
             atomic_write(self.root / name, data, self.path)
         _fsync_parents(self.root, [rel for _, rel in new_levels])
-        fsync_dir(self.path / "aside")
+        if journal.moved_aside:
+            fsync_dir(self.path / "aside")
         for edit in own:
             edit_consolidated(self.root, edit, "after", self.path, self.name)
         atomic_write(metadata, final, self.path)
         self.committed = True
-        if changes.record is not None:
-            write_record(self.root, *changes.record, self.path)
+        if record is not None:
+            self._place_record(record)
         for edit in above:
             self._edit_above(edit, "after")
-        journal.phase = "published"
-        # The journal already proves the build finished (the metadata hash is ``final``).
-        with contextlib.suppress(OSError):
-            self.save()
+        # No journal write marks the build published: the metadata's hash, ``final``, proves
+        # it, and a recovery that finds it finishes the edits above and removes the folder.
+
+    def _stage_record(self) -> Path | None:
+        """Write the change record into the build folder; a failure only warns (the next
+        update then finds no record and recomputes every level)."""
+        if self.changes.record is None:
+            return None
+        staged = self.path / STAGED_RECORD
+        try:
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC | BINARY, 0o644)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(self.changes.record[1])
+        except OSError as exc:
+            _warn_no_record(self.root / self.changes.record[0], exc)
+            return None
+        return staged
+
+    def _place_record(self, staged: Path) -> None:
+        """Move the staged record beside level 1, after the metadata listing level 1.
+
+        Its bytes are durable (flushed with the levels); the rename is not flushed: lost in
+        a power cut, the image has no record, as when a build is killed before this line, and
+        the next update recomputes every level.
+        """
+        key = self.changes.record[0]
+        try:
+            os.replace(staged, self.root / key)
+        except OSError as exc:
+            _warn_no_record(self.root / key, exc)
 
     def _edit_above(self, edit: dict[str, Any], state: str) -> None:
         """Edit a group's document above the image once the image is built: warn on failure
@@ -451,17 +524,12 @@ class BuildFolder(BuildTransaction):
             )
 
 
-def write_record(root: Path, key: str, data: bytes, scratch: Path) -> None:
-    """Replace the change record once the build is published; a failure only warns (the next
-    update then finds the record stale or missing and recomputes every level)."""
-    try:
-        atomic_write(root / key, data, scratch)
-    except OSError as exc:
-        warnings.warn(
-            f"{root / key}: the pyramid is built but its change record could not be written "
-            f"({exc.strerror}); the next update recomputes every level",
-            stacklevel=4,
-        )
+def _warn_no_record(path: Path, exc: OSError) -> None:
+    warnings.warn(
+        f"{path}: the pyramid is built but its change record could not be written "
+        f"({exc.strerror}); the next update recomputes every level",
+        stacklevel=5,
+    )
 
 
 def edit_consolidated(
@@ -586,7 +654,8 @@ def _holds_only_new_data(folder: Path) -> bool:
     Old levels are moved aside only after the journal is written, and the journal is the last
     thing removed; so without a journal, ``aside`` is empty and ``levels`` holds nothing but
     new levels no metadata ever listed (e.g. a build killed before its journal existed, or
-    chunk writes that finished after a failed build removed its folder).
+    chunk writes that finished after a failed build removed its folder), beside at most a
+    staged change record (losing it costs the next update a full recompute, nothing more).
     """
     with os.scandir(folder) as entries:
         for entry in entries:
@@ -596,7 +665,10 @@ def _holds_only_new_data(folder: Path) -> bool:
                 with os.scandir(entry.path) as inside:
                     if any(True for _ in inside):
                         return False
-            elif not (entry.is_file(follow_symlinks=False) and _JOURNAL_TEMP.match(entry.name)):
+            elif not (
+                entry.is_file(follow_symlinks=False)
+                and (_JOURNAL_TEMP.match(entry.name) or entry.name == STAGED_RECORD)
+            ):
                 return False
     return True
 
