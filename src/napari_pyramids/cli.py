@@ -229,8 +229,6 @@ def _options(args: argparse.Namespace) -> BuildOptions:
 
 def _build_image(args: argparse.Namespace, options: BuildOptions, store: Any) -> int:
     """One image, as a pyramid build always was: a bar over blocks, then its levels."""
-    from tqdm import tqdm
-
     from .engine import iter_build
     from .images import open_image
 
@@ -242,6 +240,8 @@ def _build_image(args: argparse.Namespace, options: BuildOptions, store: Any) ->
     try:
         for step in build:
             if bar is None and not args.quiet:
+                from tqdm import tqdm  # 40 ms of imports: only when a bar is shown
+
                 bar = tqdm(total=step.total, unit="block", desc="building", file=sys.stderr)
             if bar is not None:
                 bar.update(step.done - bar.n)
@@ -268,12 +268,12 @@ def _build_image(args: argparse.Namespace, options: BuildOptions, store: Any) ->
 
 def _build_dataset(args: argparse.Namespace, options: BuildOptions, dataset: Any) -> int:
     """Every image of a dataset: one bar (images and blocks), then a summary table."""
-    from tqdm import tqdm
-
     from .dataset_build import FAILED, build_dataset, labels_warnings, summary_table
 
     bar = None
     if not args.quiet:
+        from tqdm import tqdm  # 40 ms of imports: only when a bar is shown
+
         count = len(dataset.images) if args.skip_labels else dataset.image_count
         bar = tqdm(total=0, unit="block", desc=f"images 0/{count}", file=sys.stderr)
     finished = []
@@ -419,8 +419,6 @@ def _unchanged_image(zarrurl: str, storage_options: dict[str, str]) -> str | Non
 
 
 def _update_image(args: argparse.Namespace, path: Any, storage_options: dict[str, str]) -> Any:
-    from tqdm import tqdm
-
     from .update import iter_update
 
     gen = iter_update(
@@ -435,6 +433,8 @@ def _update_image(args: argparse.Namespace, path: Any, storage_options: dict[str
         while True:
             step = next(gen)
             if bar is None and not args.quiet and step.total:
+                from tqdm import tqdm  # 40 ms of imports: only when a bar is shown
+
                 bar = tqdm(total=step.total, unit="unit", desc="updating", file=sys.stderr)
             if bar is not None:
                 bar.update(step.done - bar.n)
