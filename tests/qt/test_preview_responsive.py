@@ -17,6 +17,15 @@ pytestmark = pytest.mark.gui
 BUILD_TIMEOUT = 60_000
 
 
+def _show_preview(qtbot, viewer, widget, sample_path):
+    """Open the sample and preview 3 levels of it; return its layers."""
+    layers = viewer.open(str(sample_path), plugin="napari-pyramids")
+    widget.num_levels.value = 3
+    with qtbot.waitSignal(widget.events.preview_updated):
+        widget.preview.clicked()
+    return layers
+
+
 @pytest.fixture
 def closed_gate():
     executor = GatedExecutor(free=0)
@@ -54,10 +63,7 @@ def test_a_setting_change_refreshes_the_preview_layers_in_place(
     qtbot, viewer_and_builder, sample_path
 ):
     viewer, widget = viewer_and_builder
-    viewer.open(str(sample_path), plugin="napari-pyramids")
-    widget.num_levels.value = 3
-    with qtbot.waitSignal(widget.events.preview_updated):
-        widget.preview.clicked()
+    _show_preview(qtbot, viewer, widget, sample_path)
     layers = widget.preview_layers
     layers[0].contrast_limits = (30, 900)
     layers[0].colormap = "red"
@@ -83,10 +89,7 @@ def test_build_refreshes_the_layers_in_place_with_the_preview_look(
     qtbot, viewer_and_builder, sample_path
 ):
     viewer, widget = viewer_and_builder
-    nuclei, membranes = viewer.open(str(sample_path), plugin="napari-pyramids")
-    widget.num_levels.value = 3
-    with qtbot.waitSignal(widget.events.preview_updated):
-        widget.preview.clicked()
+    nuclei, membranes = _show_preview(qtbot, viewer, widget, sample_path)
     widget.preview_layers[1].contrast_limits = (100, 1200)
     widget.preview_layers[1].colormap = "yellow"
 
@@ -222,10 +225,7 @@ def test_a_method_change_keeps_level_0_and_a_build_reads_the_image_again(
     qtbot, viewer_and_builder, sample_path
 ):
     viewer, widget = viewer_and_builder
-    viewer.open(str(sample_path), plugin="napari-pyramids")
-    widget.num_levels.value = 3
-    with qtbot.waitSignal(widget.events.preview_updated):
-        widget.preview.clicked()
+    _show_preview(qtbot, viewer, widget, sample_path)
     level0 = widget.preview_layers[0].data[0]
 
     with qtbot.waitSignal(widget.events.preview_updated, timeout=5000):
