@@ -9,7 +9,7 @@ import pytest
 import zarr
 from napari.layers import Layer
 
-from conftest import GatedExecutor
+from gates import GatedExecutor
 from imaging import reference_pyramid
 from napari_pyramids._napari.sample_data import sample_planes
 
