@@ -87,6 +87,22 @@ def test_picker_follows_layers_and_explains_the_others(viewer_and_builder, sampl
     assert plain in viewer.layers
 
 
+def test_picker_follows_the_layer_selected_in_the_layer_list(viewer_and_builder, tmp_path):
+    viewer, widget = viewer_and_builder
+    first = _open(viewer, write_sample_image(tmp_path / "a.zarr", size=256, depth=1))
+    second = _open(viewer, write_sample_image(tmp_path / "b.zarr", size=256, depth=1))
+    plain = viewer.add_image(np.zeros((8, 8)), name="scratch")
+
+    viewer.layers.selection.active = first[1]
+    assert widget.image.value is first[1]
+    assert "a.zarr" in widget.info.value
+    viewer.layers.selection.active = plain  # not listed: the pick stays
+    assert widget.image.value is first[1]
+    viewer.layers.selection.active = second[0]
+    assert widget.image.value is second[0]
+    assert "b.zarr" in widget.info.value
+
+
 def test_preview_is_multiscale_as_planned_and_writes_nothing(
     qtbot, viewer_and_builder, sample_path
 ):

@@ -166,6 +166,7 @@ class PyramidBuilder(Container):
         self._datasets.finished.connect(self._on_dataset_end)
         self._debounce.timeout.connect(self._refresh_preview)
         self.image.changed.connect(self._on_image_changed)
+        viewer.layers.selection.events.active.connect(self._follow_selection)
         for name in PARAMETERS:
             self[name].changed.connect(self._on_parameter_changed)
         for name in ("overwrite", "with_labels", "whole_plate"):
@@ -219,6 +220,20 @@ class PyramidBuilder(Container):
             self._viewer.add_layer(layer)
         self.image.value = layers[0]
         return layers
+
+    def _follow_selection(self, *_: Any) -> None:
+        """Pick the layer selected in napari's layer list, when the widget lists it (a
+        preview, a layer of no OME-Zarr image, or a running build leaves the pick alone)."""
+        # The viewer a plugin gets hands out proxies of its layers: compare what they wrap.
+        active = _unwrapped(self._viewer.layers.selection.active)
+        if active is None or not self.image.enabled:
+            return
+        if _unwrapped(self.image.value) is active:
+            return
+        for choice in self.image.choices:
+            if _unwrapped(choice) is active:
+                self.image.value = choice
+                return
 
     def _refresh_choices(self) -> None:
         self.image.reset_choices()
@@ -521,3 +536,8 @@ class PyramidBuilder(Container):
         self._say(SEE_SUMMARY if shown else message)
         show_warning(notification_text(message))
         self.events.refused.emit(message)
+
+
+def _unwrapped(layer: Any) -> Any:
+    """The layer behind napari's public-only proxy (the layer itself if not a proxy)."""
+    return getattr(layer, "__wrapped__", layer)
