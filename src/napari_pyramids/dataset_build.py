@@ -465,7 +465,7 @@ class _DatasetRun:
             options = replace(options, chunksize=None)
         if not image.store.has_leftovers() and pyramid_complete(image, options):
             return ImageResult(job.name, job.path, job.is_label, COMPLETE, len(image.level_paths))
-        build = iter_build(job.path, options, executor=executor, block_parts=False)
+        build = iter_build(image, options, executor=executor, block_parts=False)
         try:
             while True:
                 step: Progress = next(build)
