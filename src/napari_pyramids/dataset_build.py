@@ -33,6 +33,7 @@ from .images import open_image
 from .ome.image import OmeZarrImage, read_array_info
 from .options import MIN_MEMORY_BUDGET, BuildOptions
 from .pyramid.plan import choose_method, level_factors, level_shapes, num_levels_for
+from .storage import Store, open_store
 from .system import cpu_count
 
 BUILT = "built"
@@ -465,7 +466,7 @@ class _DatasetRun:
             options = replace(options, chunksize=None)
         if not image.store.has_leftovers() and pyramid_complete(image, options):
             return ImageResult(job.name, job.path, job.is_label, COMPLETE, len(image.level_paths))
-        build = iter_build(job.path, options, executor=executor, block_parts=False)
+        build = iter_build(image, options, executor=executor, block_parts=False)
         try:
             while True:
                 step: Progress = next(build)
@@ -500,9 +501,18 @@ def labels_warnings(report: DatasetReport) -> list[str]:
         if not result.ok:
             continue
         with contextlib.suppress(PyramidError):
+            if not _has_or_is_label_image(open_store(result.path)):
+                continue
             for mismatch in labels_out_of_step(open_image(result.path)):
                 lines.setdefault(mismatch.label, mismatch.message)
     return list(lines.values())
+
+
+def _has_or_is_label_image(store: Store) -> bool:
+    """Whether an image has a ``labels`` group or sits in one; without either it has no
+    label image to compare, and its metadata need not be read again to say so."""
+    parent = store.parent()
+    return store.exists("labels") or (parent is not None and parent.name() == "labels")
 
 
 _END = object()

@@ -36,7 +36,7 @@ from .changes import published_documents, record_of_build
 from .documents import publish_documents
 from .errors import BuildCancelled, ImageBusyError, PyramidError
 from .images import open_image
-from .ome.image import parse_array_info, read_image
+from .ome.image import OmeZarrImage, parse_array_info, read_image, same_metadata
 from .options import BuildOptions
 from .pyramid.plan import PyramidPlan, Stage, plan_pyramid
 from .pyramid.reduce import coarsen, output_length
@@ -388,7 +388,7 @@ def _run_remote(
 
 
 def iter_build(
-    zarrurl: str | Path | Store,
+    zarrurl: str | Path | Store | OmeZarrImage,
     options: BuildOptions | None = None,
     *,
     executor: Executor | None = None,
@@ -399,21 +399,28 @@ def iter_build(
 ) -> Generator[Progress, None, PyramidPlan]:
     """Build a pyramid, yielding progress after each block; returns the plan it carried out.
 
+    ``zarrurl`` may also be an image already opened with
+    :func:`~napari_pyramids.images.open_image` (a dataset build has read it to see whether it
+    is complete): its metadata is then not read again before the lock.
     ``options`` are the build's :class:`~napari_pyramids.options.BuildOptions` (or, instead,
     their keywords as ``params``); ``storage_options`` configure an image given by URL;
     ``block_parts=False`` yields after whole blocks only (see :func:`run_tasks`). The
-    image is planned (every input checked) before anything
-    is written, then locked, cleared of any interrupted build, planned again under the lock,
-    written, and published. Closing the generator early cancels the build and restores the
-    image.
+    image is planned (every input checked) before anything is written, then locked, cleared
+    of any interrupted build, read again under the lock (and planned again unless that read
+    found the metadata the plan was made from, with nothing interrupted to clear), written,
+    and published. Closing the generator early cancels the build and restores the image.
     """
     if options is None:
         options = BuildOptions(**params)
     elif params:
         raise TypeError("iter_build takes BuildOptions or their keywords, not both")
-    store = open_store(zarrurl, storage_options)
-    store.check_writable()
-    image = open_image(store)
+    if isinstance(zarrurl, OmeZarrImage):
+        image, store = zarrurl, zarrurl.store
+        store.check_writable()
+    else:
+        store = open_store(zarrurl, storage_options)
+        store.check_writable()
+        image = open_image(store)
     try:
         plan: PyramidPlan | None = plan_pyramid(image, options)
     except PyramidError:
@@ -426,8 +433,12 @@ def iter_build(
         return plan
     build_id = uuid.uuid4().hex[:12]
     with store.lock(build_id) as hold:
-        store.recover()
-        plan = plan_pyramid(read_image(store), options)
+        recovered = store.recover()
+        # Another build may have published or left something since the plan was made: plan
+        # from the metadata read under the lock, unless it is what the plan was made from.
+        locked = read_image(store)
+        if plan is None or recovered or not same_metadata(locked, plan.image):
+            plan = plan_pyramid(locked, options)
         if not plan.new_levels:
             return plan
         aside = [*plan.replaced, *(p for p in plan.dropped if store.exists(p))]

@@ -398,3 +398,65 @@ def test_whole_block_progress_yields_once_per_block_and_builds_the_same_levels(
     expected = reference_pyramid(data, (1, 2, 2), 3, "mean")
     for k in (1, 2):
         np.testing.assert_array_equal(stored(path, str(k)), expected[k])
+
+
+def _set_scale(path, zarr_format, scale):
+    """Edit level 0's scale in the image's metadata, as another program would."""
+    group = zarr.open_group(str(path), mode="r+", zarr_format=zarr_format)
+    attrs = group.attrs.asdict()
+    ome = attrs["ome"] if zarr_format == 3 else attrs
+    ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] = scale
+    group.attrs.update(attrs)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_build_of_an_opened_image_follows_metadata_changed_since_it_was_opened(
+    tmp_path, rng, zarr_format
+):
+    # A dataset build opens an image to see whether it is complete, then builds it: what
+    # the levels get is decided by the metadata as it is under the lock, not as it was read.
+    from napari_pyramids.engine import iter_build
+
+    data = sample(rng, (2, 40, 36))
+    path = write_image(tmp_path / "img.zarr", data, zarr_format=zarr_format, chunks=(1, 16, 16))
+    opened = open_image(path)
+    _set_scale(path, zarr_format, [1.0, 0.5, 0.25])
+    list(iter_build(opened, num_levels=3, workers=1))
+
+    datasets = read_attrs(path)["multiscales"][0]["datasets"]
+    scales = [d["coordinateTransformations"][0]["scale"] for d in datasets]
+    assert scales == [[1.0, 0.5, 0.25], [1.0, 1.0, 0.5], [1.0, 2.0, 1.0]]
+    expected = reference_pyramid(data, (1, 2, 2), 3, "mean")
+    for k in (1, 2):
+        np.testing.assert_array_equal(stored(path, str(k)), expected[k])
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_image_built_by_another_build_before_the_lock_is_left_as_that_build_left_it(
+    tmp_path, rng, zarr_format
+):
+    # The plan made before the lock saw no levels; another build publishes them before this
+    # one takes the lock: this one must plan again from what is there, and refuse.
+    from napari_pyramids.engine import iter_build
+    from napari_pyramids.errors import LevelExistsError
+
+    data = sample(rng, (2, 40, 36))
+    path = write_image(tmp_path / "img.zarr", data, zarr_format=zarr_format, chunks=(1, 16, 16))
+    opened = open_image(path)
+    take_lock = opened.store.lock
+    after_other: dict[str, str] = {}
+
+    def other_build_first(build_id):
+        build_pyramid(zarrurl=path, num_levels=3, method="max")
+        after_other.update(tree_snapshot(path))
+        return take_lock(build_id)
+
+    opened.store.lock = other_build_first
+    with pytest.raises(LevelExistsError):
+        list(iter_build(opened, num_levels=3, workers=1))
+
+    assert after_other
+    assert tree_snapshot(path) == after_other
+    expected = reference_pyramid(data, (1, 2, 2), 3, "max")
+    for k in (1, 2):
+        np.testing.assert_array_equal(stored(path, str(k)), expected[k])

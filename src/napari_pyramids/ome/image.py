@@ -254,6 +254,16 @@ def read_image(store: Store) -> OmeZarrImage:
     )
 
 
+def same_metadata(first: OmeZarrImage, second: OmeZarrImage) -> bool:
+    """Whether two reads of one image found the same metadata: the group's document, level
+    0's, and everything parsed from them."""
+    return (
+        first == second
+        and first.group_document == second.group_document
+        and first.level0.document == second.level0.document
+    )
+
+
 def default_axes(ndim: int) -> tuple[Axis, ...]:
     """Axes guessed for a bare array: yx, zyx, czyx or tczyx by number of dimensions."""
     return tuple(Axis(name, _AXIS_TYPES[name]) for name in _DEFAULT_AXES[ndim])

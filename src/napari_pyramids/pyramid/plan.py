@@ -296,13 +296,14 @@ def _existing_levels(
     """Paths the build replaces and listed levels it drops; refuses them without overwrite."""
     root, store = image.root, image.store
     listed = list(image.level_paths[1:]) if image.has_multiscales else []
-    existing = [p for p in new_paths if store.exists(p) or p in listed]
+    present = {p: store.exists(p) for p in dict.fromkeys([*new_paths, *listed])}
+    existing = [p for p in new_paths if present[p] or p in listed]
     extra = [p for p in listed if p not in new_paths]
-    replaced = tuple(p for p in new_paths if store.exists(p))
+    replaced = tuple(p for p in new_paths if present[p])
     for p in extra:
         store.check_write_target(p, "level to drop", folder=True)
     for p in [*replaced, *extra]:
-        if store.exists(p) and store.array_format(p) is None:
+        if present[p] and store.array_format(p) is None:
             # Overwrite replaces pyramid levels, never whatever else sits at a level path or
             # whatever a stranger's metadata lists as a level (a labels group, a notes folder).
             raise PyramidError(

@@ -641,10 +641,10 @@ def leftover_builds(root: Path) -> Iterator[Path]:
 
 def has_leftovers(root: Path) -> bool:
     """Whether a build ran here and did not finish cleaning (a build folder or a lock file)."""
-    return (
-        os.path.lexists(root / LOCK_NAME)
-        or any(True for _ in leftover_builds(root))
-        or any(_UPDATE_FOLDER.match(name) for name in os.listdir(root))
+    # One listing: every image of a dataset build is asked this before it is planned.
+    return any(
+        name == LOCK_NAME or name.startswith(BUILD_PREFIX) or _UPDATE_FOLDER.match(name)
+        for name in os.listdir(root)
     )
 
 
@@ -687,11 +687,15 @@ def recover(root: Path) -> list[str]:
     step can be interrupted and redone: a recovery killed half-way is finished by the next.
     """
     report = []
-    for entry in os.scandir(root):
+    # One listing for the three kinds of leftovers (their names never overlap), taken under
+    # the lock: every build of a dataset's images starts here.
+    with os.scandir(root) as listing:
+        entries = sorted(listing, key=lambda e: e.name)
+    for entry in entries:
         if _LEASE_TEMP.match(entry.name) and entry.is_file(follow_symlinks=False):
             os.unlink(entry.path)
             report.append(f"removed {entry.name} (a lease being renewed when its build died)")
-    for entry in os.scandir(root):
+    for entry in entries:
         folder = Path(entry.path)
         if (
             _UPDATE_FOLDER.match(entry.name)
@@ -700,7 +704,7 @@ def recover(root: Path) -> list[str]:
         ):
             shutil.rmtree(folder)
             report.append(f"removed {entry.name} (an interrupted update's unused copies)")
-    for folder in leftover_builds(root):
+    for folder in (Path(e.path) for e in entries if e.name.startswith(BUILD_PREFIX)):
         if os.path.islink(folder) or not folder.is_dir():
             warnings.warn(f"{folder} is not a build folder of ours; left alone", stacklevel=2)
             continue
