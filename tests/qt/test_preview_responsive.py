@@ -241,3 +241,20 @@ def test_a_method_change_keeps_level_0_and_a_build_reads_the_image_again(
     assert finished.args == ["built"]
     # The metadata changed on disk: the widget plans from the new levels, not its old read.
     assert widget._images.open(sample_path).level_paths == ("0", "1", "2")
+
+
+def test_reading_preview_tiles_does_not_import_dask_distributed(tmp_path):
+    """dask imports distributed (0.65 s, holding the interpreter lock while napari draws)
+    when a scheduler is named by a string; the tiles' reader must not make it do so."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, dask.array as da\n"
+        "from napari_pyramids._napari.preview import UncachedReader\n"
+        "a = np.arange(400, dtype=np.uint16).reshape(20, 20)\n"
+        "r = UncachedReader(da.from_array(a, chunks=8, name=False))\n"
+        "assert (r[3:9, ::2] == a[3:9, ::2]).all()\n"
+        "assert 'distributed' not in sys.modules, 'distributed was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
