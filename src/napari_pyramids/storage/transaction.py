@@ -466,15 +466,13 @@ class BuildFolder(BuildTransaction):
         update then finds no record and recomputes every level)."""
         if self.changes.record is None:
             return None
-        staged = self.path / STAGED_RECORD
+        key, data = self.changes.record
         try:
-            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC | BINARY, 0o644)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(self.changes.record[1])
+            # Not flushed here: the levels' flush that follows makes its bytes durable.
+            return write_temp(self.root / key, data, self.path, STAGED_RECORD, flush=False)
         except OSError as exc:
-            _warn_no_record(self.root / self.changes.record[0], exc)
+            _warn_no_record(self.root / key, exc)
             return None
-        return staged
 
     def _place_record(self, staged: Path) -> None:
         """Move the staged record beside level 1, after the metadata listing level 1.
