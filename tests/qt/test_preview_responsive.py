@@ -108,6 +108,28 @@ def test_build_refreshes_the_layers_in_place_with_the_preview_look(
     assert widget.image.value in (nuclei, membranes)
 
 
+def test_after_a_build_napari_draws_the_sources_only_from_the_built_levels(
+    qtbot, viewer_and_builder, sample_path
+):
+    """Hidden under the preview, the sources are shown again only once they hold the built
+    levels: their old level 0 is never drawn (read whole) on the way."""
+    viewer, widget = viewer_and_builder
+    layers = _show_preview(qtbot, viewer, widget, sample_path)
+    drawn = []
+    for layer in layers:
+        layer.events.set_data.connect(
+            lambda event, layer=layer: drawn.append((layer.name, layer.multiscale))
+        )
+
+    with qtbot.waitSignal(widget.events.build_finished, timeout=BUILD_TIMEOUT) as outcome:
+        widget.build.clicked()
+
+    assert outcome.args[0] == "built"
+    assert {name for name, _ in drawn} == {"nuclei", "membranes"}  # both shown again
+    assert all(multiscale for _, multiscale in drawn), drawn
+    assert all(layer.visible and len(layer.data) == 3 for layer in layers)
+
+
 def test_progress_counts_parts_of_blocks_in_the_widget(qtbot, viewer_and_builder, sample_path):
     viewer, widget = viewer_and_builder
     viewer.open(str(sample_path), plugin="napari-pyramids")
