@@ -291,9 +291,10 @@ class PreviewLayers:
         if self.pyramid is not None:
             self.pyramid.close()
             self.pyramid = None
-        with batched_removal(self._layers):
-            for preview, _, _ in shown:
-                if preview in self._layers:
+        gone = [preview for preview, _, _ in shown if preview in self._layers]
+        if gone:  # an empty batch would still collect garbage and rebuild napari's scene
+            with batched_removal(self._layers):
+                for preview in gone:
                     self._layers.remove(preview)
         return shown
 
