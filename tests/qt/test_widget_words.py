@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
+from qtpy.QtCore import Qt
 
 from imaging import tree_snapshot, write_image
 from napari_pyramids import build_pyramid, open_image
+from napari_pyramids._napari.sample_data import write_sample_image
 from napari_pyramids._napari.texts import SAVE_AS_OME_ZARR
 from plates import ome_zarr_plate
 
@@ -192,3 +194,28 @@ def test_z_follows_the_voxel_size_and_the_summary_says_what_3d_draws(
     assert "3D view: level 1, 32×256×256 (Z×Y×X), voxels 2×0.5×0.5 micrometer (Z kept)" in (
         widget.summary.value
     )
+
+
+def test_every_line_of_the_wrapped_texts_shows_in_a_crowded_dock(
+    qtbot, make_napari_viewer, tmp_path
+):
+    # The README screenshots' image, where the summary lost its last line.
+    path = write_sample_image(tmp_path / "sample.ome.zarr", size=2048, depth=4)
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1280, 860)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-pyramids", "Pyramid Builder")
+    _open(viewer, path)
+    widget.method.value = "max"
+    widget.preview.clicked()  # its status is the longest
+    labels = {name: widget[name].native for name in ("info", "summary", "status")}
+
+    clipped = []
+    for width in range(200, 330, 6):  # docks of many widths, as users drag them
+        viewer.window._qt_window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
+        qtbot.wait(50)  # Qt lays the dock out again
+        for name, label in labels.items():
+            needed = label.heightForWidth(label.width())
+            assert needed > 2 * label.fontMetrics().lineSpacing(), name  # wrapped
+            if label.height() < needed:
+                clipped.append((width, name, label.height(), needed))
+    assert clipped == []

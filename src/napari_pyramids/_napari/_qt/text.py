@@ -8,10 +8,11 @@ never interpreted as markup, and invisible and control characters are spelled ou
 from __future__ import annotations
 
 import html
+from typing import Any
 
 from magicgui.widgets import Label
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QSizePolicy
+from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtWidgets import QLabel, QSizePolicy
 
 from ...errors import visible_text
 
@@ -38,4 +39,28 @@ def plain_label(name: str) -> Label:
     # Never squeezed below the wrapped text's height: a clipped refusal explains nothing.
     widget.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
     widget.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    # Qt sizes a wrapped label's height for a width of its own choosing, not the width the
+    # dock gives it; in a crowded dock the last lines were cut off.
+    fit = _FitHeight(widget.native)
+    widget.native.installEventFilter(fit)
+    widget.changed.connect(lambda *_: fit.update())
     return widget
+
+
+class _FitHeight(QObject):
+    """Keeps a word-wrapped label at least as tall as its text wrapped at its width."""
+
+    def __init__(self, label: QLabel) -> None:
+        super().__init__(label)  # lives as long as the label
+        self._label = label
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 (Qt names it)
+        if event.type() == QEvent.Type.Resize:
+            self.update()
+        return False
+
+    def update(self) -> None:
+        label = self._label
+        height = label.heightForWidth(label.width())
+        if height > 0 and height != label.minimumHeight():
+            label.setMinimumHeight(height)
