@@ -298,3 +298,55 @@ def test_a_build_folder_without_journal_holding_a_staged_record_is_removed(tmp_p
     build_pyramid(zarrurl=root, **scenario.params)
     assert not folder.exists()
     assert tree_snapshot(root) == scenario.after
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_build_folder_with_a_torn_first_journal_is_removed_only_if_it_holds_new_data(
+    tmp_path, rng, monkeypatch, zarr_format
+):
+    """A build's first journal is not flushed (the publish flushes its own before anything
+    moves): a power cut before the publish's flush may leave it torn beside the new levels
+    and the staged documents. Such a folder never published: the next build removes it and
+    finishes. A torn journal beside an old level moved aside is left alone."""
+    from napari_pyramids.api import build_pyramid
+    from napari_pyramids.storage import transaction as store
+
+    data = rng.integers(1, 4096, size=(2, 40, 48), dtype=np.uint16)
+    scenario = prepare(
+        tmp_path, data, zarr_format=zarr_format, chunks=(1, 32, 32), overwrite=False,
+        num_levels=3,
+    )  # fmt: skip
+    root = scenario.copy(tmp_path / "cut")
+    kept = tmp_path / "as-the-power-cut-left-it"
+
+    class PowerCutError(Exception):
+        pass
+
+    def cut_before_the_flush(folder):
+        # What the disk holds if the power goes now: the folder as it stands.
+        shutil.copytree(folder, kept)
+        raise PowerCutError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "flush_tree", cut_before_the_flush)
+        with pytest.raises(PowerCutError):
+            build_pyramid(zarrurl=root, **scenario.params)
+    assert {p.name for p in kept.iterdir()} >= {store.JOURNAL, store.STAGED_METADATA}
+    journal = kept / store.JOURNAL
+    journal.write_bytes(journal.read_bytes()[: journal.stat().st_size // 2])
+    folder = root / f"{store.BUILD_PREFIX}0123456789ab"
+    shutil.copytree(kept, folder)
+    assert scenario.expected.at(root).check() == "original"
+
+    build_pyramid(zarrurl=root, **scenario.params)
+    assert not folder.exists()
+    assert tree_snapshot(root) == scenario.after
+
+    # Beside something moved aside, a torn journal may belong to a build that did move it.
+    other = scenario.copy(tmp_path / "aside")
+    stranger = other / f"{store.BUILD_PREFIX}ba9876543210"
+    shutil.copytree(kept, stranger)
+    (stranger / "aside" / "0").mkdir(parents=True)
+    with pytest.warns(UserWarning, match="no journal of a napari-pyramids build; left alone"):
+        build_pyramid(zarrurl=other, **scenario.params)
+    assert (stranger / "aside" / "0").is_dir()

@@ -20,9 +20,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import stat
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 try:  # POSIX
@@ -156,18 +159,21 @@ def flush_tree(path: Path) -> None:
 
     Linux flushes the folder's whole filesystem with one ``syncfs``; other POSIX systems with
     ``sync``; elsewhere (Windows) every file and folder below ``path`` is flushed one by one.
+    Threads flushing the same filesystem at once share the whole-filesystem calls (see
+    :class:`_SharedFlush`): the images of a dataset build publish many at a time.
     """
     syncfs = _syncfs()
     if syncfs is not None:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | CLOEXEC)
-        try:
-            if syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
+        device = os.stat(path).st_dev
+        with _SHARED_LOCK:
+            shared = _SHARED.setdefault(device, _SharedFlush())
+        if shared.flush(lambda: _syncfs_folder(syncfs, path)):
+            return
     sync = getattr(os, "sync", None)
     if sync is not None:
-        sync()
+        with _SHARED_LOCK:
+            shared = _SHARED.setdefault(None, _SharedFlush())
+        shared.flush(lambda: _call(sync))
         return
     for folder, _, files in os.walk(path):
         for name in files:
@@ -179,7 +185,68 @@ def flush_tree(path: Path) -> None:
         fsync_dir(Path(folder))
 
 
+def _syncfs_folder(syncfs: ctypes._CFuncPtr, path: Path) -> bool:
+    """``syncfs`` of the filesystem holding ``path``: False if the call failed."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | CLOEXEC)
+    try:
+        return syncfs(fd) == 0
+    finally:
+        os.close(fd)
+
+
+def _call(function: Callable[[], object]) -> bool:
+    function()
+    return True
+
+
+class _SharedFlush:
+    """Whole-filesystem flushes shared by the threads that ask for one at the same time.
+
+    A flush covers what was written before it started. A thread that asks while one is under
+    way (it may have started before this thread's writes) waits for it to end, then either
+    finds its writes covered by a flush that started after it asked, or starts the next one,
+    covering every thread that has asked so far. Eight images publishing together then cost
+    two or three flushes instead of eight, each of which would wait for the others' data.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._asked = 0  # flushes asked for, numbered 1, 2, ...
+        self._covered = 0  # every ask up to this number is durable
+        self._running = False
+
+    def flush(self, run: Callable[[], bool]) -> bool:
+        """Return once a flush that started after this call has succeeded (True), or when
+        this thread's own flush failed (False: the caller falls back to another way)."""
+        with self._changed:
+            self._asked += 1
+            ticket = self._asked
+            while self._covered < ticket:
+                if not self._running:
+                    self._running, covers = True, self._asked
+                    break
+                self._changed.wait()
+            else:
+                return True
+        ok = False
+        try:
+            ok = run()
+        finally:
+            with self._changed:
+                self._running = False
+                if ok:
+                    self._covered = max(self._covered, covers)
+                self._changed.notify_all()
+        return ok
+
+
+_SHARED: dict[int | None, _SharedFlush] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+@functools.cache
 def _syncfs() -> ctypes._CFuncPtr | None:
+    """libc's ``syncfs`` (looked up once: loading libc costs more than a small flush)."""
     if not sys.platform.startswith("linux"):
         return None
     try:

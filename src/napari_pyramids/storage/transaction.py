@@ -88,7 +88,11 @@ JOURNAL = "journal.json"
 # The change record, written into the build folder before the levels are flushed (so it is
 # durable with them) and renamed beside level 1 once the metadata lists the levels.
 STAGED_RECORD = "record.json"
-SKELETON = ("levels", "aside")
+# The metadata document listing every level, written into the build folder before the levels
+# are flushed (so it is durable with them) and renamed over the image's once they are placed.
+STAGED_METADATA = "metadata.staged"
+# ``aside`` (old levels an overwrite moves away) is made only by a build that moves some.
+SKELETON = ("levels",)
 _JOURNAL_TEMP = re.compile(r"^journal\.json\.[0-9a-f]{32}\.tmp$")
 # What a lease (lease.py) leaves when its holder dies while renewing or taking over.
 _LEASE_TEMP = re.compile(
@@ -361,23 +365,23 @@ class BuildFolder(BuildTransaction):
 
     def create(self) -> None:
         os.mkdir(self.path)
-        # The journal first: from here on the folder is recognisably ours (see recover). Its
-        # rename is not flushed: should a power cut undo it, the folder holds no journal (at
-        # most its temporary file) and only unpublished levels, which recovery removes; the
-        # publish flushes its own journal before anything moves.
-        self.save(flush_folder=False)
+        # The journal first: from here on the folder is recognisably ours (see recover).
+        # Neither its bytes nor its rename are flushed: should a power cut lose either, the
+        # folder holds no journal (or a torn one, or its temporary file) and only unpublished
+        # levels, which recovery removes; the publish flushes its own journal before anything
+        # moves.
+        self.save(flush=False)
         for name in SKELETON:
             os.mkdir(self.path / name)
         for level in self.changes.levels:
             self.write_level_document(level.index, level.document, self.changes.zarr_format)
 
-    def save(self, flush_folder: bool = True) -> None:
-        atomic_write(
-            self.path / JOURNAL,
-            encode_json(self.journal.to_json()),
-            self.path,
-            flush_folder=flush_folder,
-        )
+    def save(self, flush: bool = True) -> None:
+        target = self.path / JOURNAL
+        # Compact: only recovery reads it, and indenting in Python costs more than writing it.
+        data = encode_json(self.journal.to_json(), indent=None)
+        temp = write_temp(target, data, self.path, flush=flush)
+        replace_with(temp, target, flush_folder=flush)
 
     def write_level_document(self, index: int, document: dict[str, Any], zarr_format: int) -> Path:
         folder = self.level_path(index)
@@ -420,14 +424,14 @@ class BuildFolder(BuildTransaction):
         journal.created_files = [(name, sha256(data)) for name, data in created]
         journal.consolidated = [edit.to_json() for edit in consolidated]
         record = self._stage_record()
-        journal_temp = write_temp(
-            self.path / JOURNAL, encode_json(journal.to_json()), self.path, flush=False
-        )
-        # Level data, the staged record and the journal's bytes durable in one flush, then
-        # the journal's rename, before any rename can make a level reachable.
+        metadata = self.root / journal.metadata_file
+        staged = write_temp(metadata, final, self.path, STAGED_METADATA, flush=False)
+        data = encode_json(journal.to_json(), indent=None)
+        journal_temp = write_temp(self.path / JOURNAL, data, self.path, flush=False)
+        # Level data, the staged record and metadata and the journal's bytes durable in one
+        # flush, then the journal's rename, before any rename can make a level reachable.
         flush_tree(self.path)
         replace_with(journal_temp, self.path / JOURNAL)
-        metadata = self.root / journal.metadata_file
         own = [edit for edit in journal.consolidated if edit["up"] == 0]
         above = [edit for edit in journal.consolidated if edit["up"] > 0]
         if intermediate is not None:
@@ -439,6 +443,8 @@ class BuildFolder(BuildTransaction):
                 edit_consolidated(self.root, edit, "between", self.path, self.name)
         if intermediate is not None and intermediate != journal.original:
             atomic_write(metadata, intermediate, self.path)
+        if journal.moved_aside:
+            os.mkdir(self.path / "aside")
         for rel, name in journal.moved_aside:
             os.rename(self.root / rel, self.path / name)
         for rel in journal.created_dirs:
@@ -452,7 +458,7 @@ class BuildFolder(BuildTransaction):
             fsync_dir(self.path / "aside")
         for edit in own:
             edit_consolidated(self.root, edit, "after", self.path, self.name)
-        atomic_write(metadata, final, self.path)
+        replace_with(staged, metadata)
         self.committed = True
         if record is not None:
             self._place_record(record)
@@ -646,14 +652,19 @@ def has_leftovers(root: Path) -> bool:
     )
 
 
-def _holds_only_new_data(folder: Path) -> bool:
+def _holds_only_new_data(folder: Path, torn_journal: bool = False) -> bool:
     """Whether a journal-less build folder can only hold data of a build that never published.
 
     Old levels are moved aside only after the journal is written, and the journal is the last
     thing removed; so without a journal, ``aside`` is empty and ``levels`` holds nothing but
     new levels no metadata ever listed (e.g. a build killed before its journal existed, or
     chunk writes that finished after a failed build removed its folder), beside at most a
-    staged change record (losing it costs the next update a full recompute, nothing more).
+    staged change record and metadata document (losing them costs nothing: the metadata is
+    written again, the next update recomputes every level without a record).
+
+    ``torn_journal``: the folder's journal cannot be read. A build's first journal is not
+    flushed (the publish flushes its own before anything moves), so a power cut may leave it
+    torn; with nothing else but new data beside it, that build never published either.
     """
     with os.scandir(folder) as entries:
         for entry in entries:
@@ -665,7 +676,11 @@ def _holds_only_new_data(folder: Path) -> bool:
                         return False
             elif not (
                 entry.is_file(follow_symlinks=False)
-                and (_JOURNAL_TEMP.match(entry.name) or entry.name == STAGED_RECORD)
+                and (
+                    _JOURNAL_TEMP.match(entry.name)
+                    or entry.name in (STAGED_RECORD, STAGED_METADATA)
+                    or (torn_journal and entry.name == JOURNAL)
+                )
             ):
                 return False
     return True
@@ -719,7 +734,13 @@ def recover(root: Path) -> list[str]:
                 report.append(f"removed {folder.name} (never published, no journal)")
                 continue
             ours = False
-        except (ValueError, OSError):
+        except ValueError:
+            if _holds_only_new_data(folder, torn_journal=True):
+                remove_build_folder(folder)
+                report.append(f"removed {folder.name} (never published, torn journal)")
+                continue
+            ours = False
+        except OSError:
             ours = False
         if not ours:
             warnings.warn(
