@@ -164,16 +164,12 @@ def flush_tree(path: Path) -> None:
     """
     syncfs = _syncfs()
     if syncfs is not None:
-        device = os.stat(path).st_dev
-        with _SHARED_LOCK:
-            shared = _SHARED.setdefault(device, _SharedFlush())
+        shared = _shared_flush(os.stat(path).st_dev)
         if shared.flush(lambda: _syncfs_folder(syncfs, path)):
             return
     sync = getattr(os, "sync", None)
     if sync is not None:
-        with _SHARED_LOCK:
-            shared = _SHARED.setdefault(None, _SharedFlush())
-        shared.flush(lambda: _call(sync))
+        _shared_flush(None).flush(lambda: _call(sync))
         return
     for folder, _, files in os.walk(path):
         for name in files:
@@ -242,6 +238,15 @@ class _SharedFlush:
 
 _SHARED: dict[int | None, _SharedFlush] = {}
 _SHARED_LOCK = threading.Lock()
+
+
+def _shared_flush(device: int | None) -> _SharedFlush:
+    """The shared flushes of filesystem ``device`` (None: every filesystem, as ``sync``)."""
+    with _SHARED_LOCK:
+        shared = _SHARED.get(device)
+        if shared is None:
+            shared = _SHARED[device] = _SharedFlush()
+        return shared
 
 
 @functools.cache

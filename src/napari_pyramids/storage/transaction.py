@@ -370,18 +370,21 @@ class BuildFolder(BuildTransaction):
         # folder holds no journal (or a torn one, or its temporary file) and only unpublished
         # levels, which recovery removes; the publish flushes its own journal before anything
         # moves.
-        self.save(flush=False)
+        self.save()
         for name in SKELETON:
             os.mkdir(self.path / name)
         for level in self.changes.levels:
             self.write_level_document(level.index, level.document, self.changes.zarr_format)
 
-    def save(self, flush: bool = True) -> None:
+    def save(self) -> None:
+        """Write the journal, unflushed (see :meth:`create`)."""
         target = self.path / JOURNAL
+        temp = write_temp(target, self._journal_bytes(), self.path, flush=False)
+        replace_with(temp, target, flush_folder=False)
+
+    def _journal_bytes(self) -> bytes:
         # Compact: only recovery reads it, and indenting in Python costs more than writing it.
-        data = encode_json(self.journal.to_json(), indent=None)
-        temp = write_temp(target, data, self.path, flush=flush)
-        replace_with(temp, target, flush_folder=flush)
+        return encode_json(self.journal.to_json(), indent=None)
 
     def write_level_document(self, index: int, document: dict[str, Any], zarr_format: int) -> Path:
         folder = self.level_path(index)
@@ -426,8 +429,8 @@ class BuildFolder(BuildTransaction):
         record = self._stage_record()
         metadata = self.root / journal.metadata_file
         staged = write_temp(metadata, final, self.path, STAGED_METADATA, flush=False)
-        data = encode_json(journal.to_json(), indent=None)
-        journal_temp = write_temp(self.path / JOURNAL, data, self.path, flush=False)
+        journal_bytes = self._journal_bytes()
+        journal_temp = write_temp(self.path / JOURNAL, journal_bytes, self.path, flush=False)
         # Level data, the staged record and metadata and the journal's bytes durable in one
         # flush, then the journal's rename, before any rename can make a level reachable.
         flush_tree(self.path)
