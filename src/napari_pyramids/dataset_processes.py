@@ -159,10 +159,15 @@ class _Worker:
 
     def _lost(self, job: _Job) -> ImageResult:
         code = self.process.poll()
-        how = "ended" if code is None else f"ended with exit status {code}"
+        if code is None:
+            how = "ended"
+        elif code < 0:
+            how = f"was stopped by signal {-code}"
+        else:
+            how = f"ended with exit status {code}"
         return ImageResult(
             job.name, job.path, job.is_label, FAILED, None,
-            f"the worker process building it {how}; run the same command again to build it",
+            f"the worker process building it {how}; building again finishes it",
         )  # fmt: skip
 
     def close(self) -> None:
