@@ -8,7 +8,9 @@ again skips the complete images (their levels already have the planned shapes), 
 what an interrupted build left, and builds the rest.
 
 Images run ``images_at_once`` at a time, each with its share of the memory budget and of the
-block workers, over one executor (threads, or the dask cluster). Once an image is built its
+block workers: on driver threads over one executor (threads, or the dask cluster), or, for a
+dataset of many images, in worker processes (:mod:`~napari_pyramids.dataset_processes`) that
+each build their share with their own interpreter. Once an image is built its
 label images are built to as many levels, with a label-safe method (mode unless the method
 asked for keeps label ids).
 """
