@@ -111,29 +111,30 @@ def test_cancel_reaches_the_worker_processes(tmp_path, rng):
     assert_built(root, data, 2)
 
 
-def test_a_killed_worker_fails_its_images_alone_and_the_rerun_finishes(tmp_path, rng):
+def test_a_killed_worker_fails_its_image_alone_and_the_rerun_finishes(tmp_path, rng):
+    from napari_pyramids.dataset_build import _DatasetRun
+    from napari_pyramids.dataset_processes import WorkerProcesses
+    from napari_pyramids.datasets import find_images
+
     root = tmp_path / "plate.zarr"
-    wells = (*WELLS, "C/1", "C/2", "D/1", "D/2")
-    data = ome_zarr_plate(root, "0.4", rng, wells=wells, label_fields=())
-    killed = []
-
-    def progress(step):
-        if not killed and step.blocks_done > 0:
-            victim = workers_of(os.getpid())[0]
-            victim.kill()
-            victim.wait(30)
-            killed.append(victim.pid)
-
-    report = build_dataset(root, num_levels=3, processes=2, images_at_once=2, progress=progress)
-    assert killed
-    statuses = [r.status for r in report.results]
-    assert not report.ok
-    assert FAILED in statuses
-    assert BUILT in statuses  # the other worker went on
-    for result in report.results:
-        if result.status == FAILED:
-            assert "worker process" in result.message
-            assert "building again finishes it" in result.message
+    data = ome_zarr_plate(root, "0.4", rng, wells=("A/1",), label_fields=())
+    run = _DatasetRun(find_images(root), BuildOptions(num_levels=3), False, 2, None, None, 2)
+    first, second = (run._job(entry) for entry in run.dataset.images)
+    with WorkerProcesses(2, 2, 2, lambda *step: None) as workers:
+        lost = workers.submit(first)
+        victim = workers.workers[0].process
+        # Killed while it is still starting: it cannot have built the image.
+        victim.kill()
+        victim.wait(30)
+        result = lost.result(60)
+        assert result.status == FAILED
+        assert result.message.startswith("the worker process building it ")
+        assert result.message.endswith("; building again finishes it")
+        # The other worker takes the next image and builds it.
+        other = workers.submit(second).result(120)
+        assert other.status == BUILT, other.message
+    assert len(listed_levels(root / first.name)) == 1
+    assert len(listed_levels(root / second.name)) == 3
     rerun = build_dataset(root, num_levels=3, processes=2)
     assert rerun.ok, rerun.table()
     assert_built(root, data, 3)
