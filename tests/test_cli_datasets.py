@@ -156,14 +156,16 @@ def test_kill_9_mid_plate_then_rerun_finishes_and_exits_0(tmp_path, rng, capsys)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is how a terminal's Ctrl-C arrives")
-def test_ctrl_c_mid_plate_prints_what_was_done_and_the_rerun_finishes(tmp_path, rng):
+@pytest.mark.parametrize("processes", ["1", "2"], ids=["threads", "worker-processes"])
+def test_ctrl_c_mid_plate_prints_what_was_done_and_the_rerun_finishes(tmp_path, rng, processes):
     root = tmp_path / "plate.zarr"
     wells = tuple(f"{r}/{c}" for r in "ABCD" for c in "123")
     data = ome_zarr_plate(root, "0.5", rng, wells=wells, fields=2, label_fields=())
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     argv = [sys.executable, "-m", "napari_pyramids.cli", "build", str(root), "--levels", "3"]
     process = subprocess.Popen(
-        [*argv, "--images-at-once", "1"], env=env, stdout=subprocess.PIPE,
+        [*argv, "--images-at-once", processes, "--processes", processes], env=env,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     seen = ""

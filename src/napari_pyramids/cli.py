@@ -32,6 +32,17 @@ def _levels(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer or 'auto'") from None
 
 
+def _count(text: str) -> int:
+    """A number of things, at least one (images at once, processes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def _storage_option(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -100,9 +111,14 @@ def _parser() -> argparse.ArgumentParser:
         help="leave the images' label images as they are (by default they get as many levels)",
     )  # fmt: skip
     build.add_argument(
-        "--images-at-once", type=int, default=None, metavar="N",
+        "--images-at-once", type=_count, default=None, metavar="N",
         help="images of a dataset built at the same time, sharing the memory budget "
         "(default: 8, or twice the workers if more)",
+    )  # fmt: skip
+    build.add_argument(
+        "--processes", type=_count, default=None, metavar="N",
+        help="worker processes building the images of a dataset (default: one per core, "
+        "at most 8, for datasets of many images; 1: all in this process)",
     )  # fmt: skip
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_storage_options(build)
@@ -290,7 +306,8 @@ def _build_dataset(args: argparse.Namespace, options: BuildOptions, dataset: Any
     try:
         report = build_dataset(
             dataset, options, with_labels=not args.skip_labels,
-            images_at_once=args.images_at_once, progress=progress, scheduler=args.scheduler,
+            images_at_once=args.images_at_once, processes=args.processes,
+            progress=progress, scheduler=args.scheduler,
         )  # fmt: skip
     except KeyboardInterrupt:
         if bar is not None:
