@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from napari.layers import Layer
 
 from gates import GatedExecutor
 from imaging import reference_pyramid
+from napari_pyramids._napari.preview_tiles import TilePyramid
 from napari_pyramids._napari.sample_data import sample_planes
 
 pytestmark = pytest.mark.gui
@@ -83,6 +86,36 @@ def test_a_setting_change_refreshes_the_preview_layers_in_place(
     assert layers[0].colormap.name == "red"
     assert layers[0].gamma == pytest.approx(0.7)
     assert layers[0].opacity == pytest.approx(0.5)
+
+
+def test_replaced_previews_are_freed_at_once_and_share_one_thread(
+    qtbot, viewer_and_builder, sample_path
+):
+    """A setting change replaces the preview's pyramid. The replaced ones, and the tiles
+    they hold, must go when napari drops them, not wait for Python's full garbage
+    collection (rare, and 0.15 s of napari's thread when it comes); no thread is left per
+    change."""
+    viewer, widget = viewer_and_builder
+    _show_preview(qtbot, viewer, widget, sample_path)
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()  # what only a collection would free stays, and is counted below
+    try:
+        for name, value in [
+            ("method", "max"), ("method", "median"), ("edge", "keep"),
+            ("method", "mode"), ("num_levels", 2), ("num_levels", 3), ("method", "mean"),
+        ]:  # fmt: skip
+            with qtbot.waitSignal(widget.events.preview_updated, timeout=5000):
+                widget[name].value = value
+            assert widget._preview.pyramid.wait(timeout=30)
+            qtbot.wait(250)  # napari draws the new tiles
+        alive = [o for o in gc.get_objects() if isinstance(o, TilePyramid)]
+        assert alive == [widget._preview.pyramid]
+    finally:
+        if enabled:
+            gc.enable()
+    threads = [t for t in threading.enumerate() if t.name.startswith("pyramid-preview")]
+    assert len(threads) == 1
 
 
 def test_build_refreshes_the_layers_in_place_with_the_preview_look(

@@ -104,7 +104,7 @@ def tile_pyramid(
     )
 
 
-def level0_arrays(image: OmeZarrImage) -> tuple[Any, UncachedReader]:
+def level0_arrays(image: OmeZarrImage) -> tuple[Any, StoredReader | UncachedReader]:
     """Level 0 twice: the array napari reads, and the reader the tiles are computed from.
 
     A sample whose chunks are still being written is read as it is computed.
@@ -115,9 +115,28 @@ def level0_arrays(image: OmeZarrImage) -> tuple[Any, UncachedReader]:
     level0 = sample_level0(image.root)
     if level0 is not None:
         return level0, UncachedReader(sample_level0(image.root))
-    # Two dask arrays of the level: napari's dask cache must not see the tiles' reads.
-    path = image.level0.path
-    return open_level(image, path), UncachedReader(open_level(image, path))
+    # The tiles read the store themselves: napari's dask cache must not see their reads.
+    return open_level(image, image.level0.path), StoredReader(image)
+
+
+class StoredReader:
+    """Level 0 of a stored image, read unit by unit from its store, as the engine reads it.
+
+    No dask: each computation of a dask graph leaves reference cycles (its ordering's
+    closures) that only Python's full garbage collection frees; hundreds of reads per
+    setting change made one of those (0.15 s, holding napari's thread) land inside it.
+    """
+
+    def __init__(self, image: OmeZarrImage) -> None:
+        from ..storage import open_level_array
+
+        self.array = open_level_array(image.store, image.level0.path, image.level0)
+        self.shape, self.dtype = self.array.shape, self.array.dtype
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        from ..storage import read_sampled
+
+        return read_sampled(self.array, key)
 
 
 class UncachedReader:

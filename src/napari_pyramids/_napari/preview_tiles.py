@@ -92,7 +92,15 @@ class TilePyramid:
         self._idle = threading.Condition(self._lock)
         self._running = 0
         self._closed = False
-        self.levels: list[Any] = [level0] + [TiledLevel(self, k) for k in range(1, len(shapes))]
+
+    @property
+    def levels(self) -> list[Any]:
+        """Level 0, then a :class:`TiledLevel` of each planned level (new views each time).
+
+        The pyramid keeps no reference to its views: they refer to it, and a cycle would
+        leave a replaced preview (and its tiles) to Python's rare full garbage collection.
+        """
+        return [self.level0] + [TiledLevel(self, k) for k in range(1, len(self.shapes))]
 
     # ------------------------------------------------------------------ reading
     def read(self, level: int, selection: Selection) -> np.ndarray:
@@ -125,11 +133,19 @@ class TilePyramid:
             return self._idle.wait_for(lambda: not self._jobs and not self._running, timeout)
 
     def close(self) -> None:
-        """Stop computing: queued tiles are dropped, a running one stops at its next tile."""
+        """Stop computing: queued tiles are dropped, a running one stops at its next tile.
+
+        The computed tiles are let go too (up to ``cache_bytes``): napari may still hold
+        a view of a replaced preview for a while, and those bytes are for its successor
+        (:meth:`adopt`, which comes before the close), not for it.
+        """
         with self._lock:
             self._closed = True
             self._jobs.clear()
             self._queued.clear()
+            self._exact.clear()
+            self._sketch.clear()
+            self._bytes = 0
             self._idle.notify_all()
 
     def adopt(self, other: TilePyramid) -> None:

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from .arrays import LevelArray, check_zarr_reads, open_level, open_level_array
+    from .arrays import (
+        LevelArray,
+        check_zarr_reads,
+        open_level,
+        open_level_array,
+        read_sampled,
+    )
     from .store import (
         BuildTransaction,
         ConsolidatedEdit,
@@ -33,6 +39,7 @@ _HOMES = {
     "check_zarr_reads": ".arrays",
     "open_level": ".arrays",
     "open_level_array": ".arrays",
+    "read_sampled": ".arrays",
     "BuildTransaction": ".store",
     "ConsolidatedEdit": ".store",
     "ImageChanges": ".store",
@@ -58,6 +65,7 @@ __all__ = [
     "open_level",
     "open_level_array",
     "open_store",
+    "read_sampled",
 ]
 
 

@@ -117,6 +117,37 @@ class ZarrArray:
             self._writer[unit] = data[inside]
 
 
+def read_sampled(array: LevelArray, selection: tuple[slice, ...]) -> np.ndarray:
+    """``array[selection]`` for slices with a positive step, read unit by unit.
+
+    Only the units (``array.chunks``) holding a sampled value are read, each narrowed to its
+    sampled span, so a strided read of a whole level costs one unit in memory at a time.
+    Plain numpy and the store: no dask graph (whose scheduling leaves reference cycles
+    behind for Python's garbage collector on every read).
+    """
+    axes = []
+    for s, n, unit in zip(selection, array.shape, array.chunks, strict=True):
+        start, stop, step = s.indices(n)
+        if step < 1:
+            raise ValueError(f"only positive steps are read, not {step}")
+        pieces = []  # (where the piece goes in the result, the span it reads)
+        first = start
+        while first < stop:
+            end = min(stop, (first // unit + 1) * unit)  # the end of first's unit
+            last = first + (end - 1 - first) // step * step  # its last sampled index
+            pieces.append(((first - start) // step, slice(first, last + 1)))
+            first = last + step
+        axes.append((pieces, step, len(range(start, stop, step))))
+    out = np.empty(tuple(count for _, _, count in axes), dtype=array.dtype)
+    for parts in itertools.product(*(pieces for pieces, _, _ in axes)):
+        span = tuple(read for _, read in parts)
+        values = array.read(span)[tuple(slice(None, None, step) for _, step, _ in axes)]
+        out[tuple(slice(at, at + n) for (at, _), n in zip(parts, values.shape, strict=True))] = (
+            values
+        )
+    return out
+
+
 def unit_regions(
     region: Region, unit: tuple[int, ...], shape: tuple[int, ...]
 ) -> Iterator[Region]:
