@@ -20,6 +20,10 @@ from napari.qt.threading import create_worker
 from ..layers import CHANNEL_KEY, PATH_KEY, layer_data
 from ..sample_data import CHANNELS, begin_sample
 
+# Up to this size (4 x 4096² uint16 a channel, 256 MiB in all) the sample's layers hold level
+# 0 in memory; a larger one is read back from disk as it lands.
+IN_MEMORY_SIZE = 4096
+
 # Workers still running, kept from garbage collection until they finish.
 _RUNNING: set[object] = set()
 
@@ -95,6 +99,10 @@ def sample_data(size: int = 2048, zarr_format: int = 2) -> list:
     folder = Path(tempfile.mkdtemp(prefix="napari-pyramids-sample-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     path = folder / "sample.ome.zarr"
+    if size > IN_MEMORY_SIZE:
+        # Too large to keep a copy (the memory would outweigh the stall it saves): read back.
+        write_in_background(path, begin_sample(path, zarr_format=zarr_format, size=size))
+        return layer_data(path)
     depth = 4
     level0 = np.zeros((len(CHANNELS), depth, size, size), dtype=np.uint16)
     planes = begin_sample(path, zarr_format=zarr_format, size=size, depth=depth, into=level0)
