@@ -45,7 +45,7 @@ def _refusal(qtbot, widget, button):
     return refused.args[0]
 
 
-def test_sample_opens_and_is_listed_with_sensible_defaults(viewer_and_builder):
+def test_sample_opens_and_is_listed_with_sensible_defaults(qtbot, viewer_and_builder):
     viewer, widget = viewer_and_builder
 
     layers = viewer.open_sample("napari-pyramids", "sample", size=1024)
@@ -67,6 +67,17 @@ def test_sample_opens_and_is_listed_with_sensible_defaults(viewer_and_builder):
     z = viewer.dims.current_step[0]
     np.testing.assert_array_equal(np.asarray(layers[1].data[z]), expected[1, z])
     assert sample_level0(root) is None
+    # What napari shows (private: no public accessor to the slice drawn) is the written
+    # plane, on this plane and on another one.
+    for layer, channel in zip(layers, (0, 1), strict=True):
+        qtbot.waitUntil(
+            lambda layer=layer, channel=channel: np.array_equal(
+                np.asarray(layer._slice.image.raw), expected[channel, z]
+            ),
+            timeout=10_000,
+        )
+    viewer.dims.set_current_step(0, (z + 1) % 4)
+    np.testing.assert_array_equal(np.asarray(layers[0]._slice.image.raw), expected[0, (z + 1) % 4])
 
 
 def test_picker_follows_layers_and_explains_the_others(viewer_and_builder, sample_path):

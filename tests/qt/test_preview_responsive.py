@@ -253,17 +253,26 @@ def test_tiles_computed_in_threads_leave_napari_dask_cache_working(sample_path):
         executor.shutdown(wait=True)
 
 
-def test_sample_layers_show_each_plane_once_it_is_written(qtbot, make_napari_viewer, tmp_path):
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_sample_layers_show_each_plane_once_it_is_written(
+    qtbot, make_napari_viewer, tmp_path, in_memory
+):
     from napari_pyramids._napari._qt.sample_writer import write_in_background
     from napari_pyramids._napari.layers import layer_data
     from napari_pyramids._napari.sample_data import begin_sample
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # a hidden canvas draws black
     path = tmp_path / "sample.ome.zarr"
-    planes = begin_sample(path, size=512, depth=4)
+    # In memory: level 0 the writer fills as it goes, as File > Open Sample shows it.
+    level0 = np.zeros((2, 4, 512, 512), dtype=np.uint16) if in_memory else None
+    planes = begin_sample(path, size=512, depth=4, into=level0)
     # The layers are read (their chunks still empty) before the writer starts, as napari
     # opens a sample: what napari cached then must not be shown once the planes land.
-    layers = [viewer.add_layer(Layer.create(*data)) for data in layer_data(path)]
+    datas = layer_data(path)
+    if in_memory:
+        datas = [(level0[c], kwargs, kind) for c, (_, kwargs, kind) in enumerate(datas)]
+    layers = [viewer.add_layer(Layer.create(*data)) for data in datas]
+    assert not np.asarray(layers[0]._slice.image.raw).any()
     with qtbot.waitSignal(write_in_background(path, planes).finished, timeout=BUILD_TIMEOUT):
         pass
 
@@ -272,6 +281,14 @@ def test_sample_layers_show_each_plane_once_it_is_written(qtbot, make_napari_vie
     for channel, layer in enumerate(layers):
         # napari's slice on show (private; no public accessor to what is drawn).
         np.testing.assert_array_equal(np.asarray(layer._slice.image.raw), stored[channel, z])
+    # What is drawn is what layers read afresh from disk draw (an in-memory slice is a view
+    # of the buffer: only the screen tells whether napari drew the plane again).
+    qtbot.wait(100)  # the window laid out: both screenshots have one size
+    shown = viewer.screenshot(canvas_only=True, flash=False)
+    for layer, (data, _, _) in zip(layers, layer_data(path), strict=True):
+        layer.data = data
+    np.testing.assert_array_equal(shown, viewer.screenshot(canvas_only=True, flash=False))
+    assert shown[..., :3].any()
     viewer.dims.set_current_step(0, (z + 1) % 4)
     np.testing.assert_array_equal(np.asarray(layers[0]._slice.image.raw), stored[0, (z + 1) % 4])
 

@@ -176,13 +176,19 @@ def _create_sample(path: Path, zarr_format: int, size: int, depth: int) -> Any:
 
 
 def begin_sample(
-    path: str | os.PathLike[str], *, zarr_format: int = 2, size: int = 2048, depth: int = 4
+    path: str | os.PathLike[str],
+    *,
+    zarr_format: int = 2,
+    size: int = 2048,
+    depth: int = 4,
+    into: np.ndarray | None = None,
 ) -> Iterator[tuple[int, int]]:
     """Write the sample's metadata and empty level 0 now; return a generator writing its chunks.
 
     The generator yields (channel, z) after each plane, the plane napari shows first first.
     Until it has ended, :func:`sample_level0` gives level 0 computed lazily (the same values)
-    for ``path`` and :func:`wait_for_sample` blocks.
+    for ``path`` and :func:`wait_for_sample` blocks. ``into`` (C, Z, Y, X), if given, gets
+    each chunk too, before it is written to disk.
     """
     path = Path(path)
     array = _create_sample(path, zarr_format, size, depth)
@@ -192,7 +198,10 @@ def begin_sample(
     def write() -> Iterator[tuple[int, int]]:
         try:
             for index in _chunk_indices(size, depth):
-                array[_chunk_region(index, size)] = sample_chunk(index, size, depth)
+                chunk = sample_chunk(index, size, depth)
+                if into is not None:
+                    into[_chunk_region(index, size)] = chunk
+                array[_chunk_region(index, size)] = chunk
                 if index[2:] == (-(-size // CHUNK) - 1,) * 2:
                     yield index[:2]
         finally:

@@ -1,5 +1,10 @@
 """File > Open Sample: the sample's chunks written in a napari thread worker, its layers
-refreshed as planes land, so the menu returns at once."""
+refreshed as planes land, so the menu returns at once.
+
+The sample's layers show level 0 from memory the writer fills as it goes: napari slices a
+layer on its own thread each time it is added or refreshed, and slicing a plane in memory
+costs a view where reading it back from disk cost ~0.1 s a layer, several times over.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import napari
+import numpy as np
 from napari.qt.threading import create_worker
 
 from ..layers import CHANNEL_KEY, PATH_KEY, layer_data
-from ..sample_data import begin_sample
+from ..sample_data import CHANNELS, begin_sample
+
+# Up to this size (4 x 4096² uint16 a channel, 256 MiB in all) the sample's layers hold level
+# 0 in memory; a larger one is read back from disk as it lands.
+IN_MEMORY_SIZE = 4096
 
 # Workers still running, kept from garbage collection until they finish.
 _RUNNING: set[object] = set()
@@ -38,7 +48,8 @@ def _refresh_layers(path: Path, plane: tuple[int, int] | None) -> None:
     The layers get new dask arrays of the same levels: napari's dask cache keeps the chunks
     it read before they were written (empty) under the old arrays' keys. A plane that is not
     on show is not read now (each read is the layer's whole slice on napari's thread); the
-    end brings the planes read before they landed up to date.
+    end brings the planes read before they landed up to date. Layers holding level 0 in
+    memory (the sample's own, filled by the writer) are only sliced again.
     """
     viewer = napari.current_viewer()
     if viewer is None:
@@ -51,6 +62,9 @@ def _refresh_layers(path: Path, plane: tuple[int, int] | None) -> None:
         if plane is not None and not (
             metadata.get(CHANNEL_KEY) == plane[0] and _shows_plane(viewer, layer, plane[1])
         ):
+            continue
+        if isinstance(layer.data, np.ndarray):  # the writer fills it in place
+            layer.refresh()
             continue
         fresh = layer_data(path) if fresh is None else fresh
         for data, kwargs, _ in fresh:
@@ -72,10 +86,12 @@ def sample_data(size: int = 2048, zarr_format: int = 2) -> list:
     """npe2 sample: the sample image in a temporary folder, read back as layers at once.
 
     The metadata is written now and the chunks in a thread (seconds for 2048²), so napari
-    does not wait; the layers showing a plane are read again when it lands, all of them at the
-    end. Their metadata
-    names the image group, as our reader's does, so the Pyramid Builder lists and builds it
-    in place (a build waits for the last chunk). The folder is removed when Python exits.
+    does not wait. The layers hold level 0 in memory, which the thread fills as it writes
+    each chunk (zeros until then; 32 MiB a channel at 2048²); those showing a plane are drawn
+    again when it lands, all of them at the end. Their metadata names the image group, as
+    our reader's does, so the Pyramid Builder lists and builds it in place (a build waits
+    for the last chunk, and shows the built levels from disk). The folder is removed when
+    Python exits.
     """
     import atexit
     import shutil
@@ -83,8 +99,19 @@ def sample_data(size: int = 2048, zarr_format: int = 2) -> list:
     folder = Path(tempfile.mkdtemp(prefix="napari-pyramids-sample-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     path = folder / "sample.ome.zarr"
-    write_in_background(path, begin_sample(path, zarr_format=zarr_format, size=size))
-    return layer_data(path)
+    if size > IN_MEMORY_SIZE:
+        # Too large to keep a copy (the memory would outweigh the stall it saves): read back.
+        write_in_background(path, begin_sample(path, zarr_format=zarr_format, size=size))
+        return layer_data(path)
+    depth = 4
+    level0 = np.zeros((len(CHANNELS), depth, size, size), dtype=np.uint16)
+    planes = begin_sample(path, zarr_format=zarr_format, size=size, depth=depth, into=level0)
+    layers = [
+        (level0[kwargs["metadata"][CHANNEL_KEY]], kwargs, kind)
+        for _, kwargs, kind in layer_data(path)
+    ]
+    write_in_background(path, planes)
+    return layers
 
 
 def sample_data_v3(size: int = 2048) -> list:
