@@ -260,11 +260,16 @@ class _DriverThreads:
         """Nothing to pass on: the builds share the run's stop flag."""
 
 
+def _check_count(name: str, value: object) -> None:
+    """Refuse a count of images or processes that is not a whole number >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PyramidError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def processes_for(images: int, options: BuildOptions, asked: int | None) -> int:
     """How many worker processes build the images of a dataset (1: this process alone)."""
     if asked is not None:
-        if isinstance(asked, bool) or not isinstance(asked, int) or asked < 1:
-            raise PyramidError(f"processes must be an integer >= 1, got {asked!r}")
+        _check_count("processes", asked)
         if asked > 1 and options.aggregation_function is not None:
             raise PyramidError(
                 "a custom aggregation function cannot be sent to worker processes; "
@@ -286,8 +291,7 @@ def slots_for(images: int, options: BuildOptions, asked: int | None, processes: 
     if processes > 1 and asked is None:
         return max(1, min(images, processes * IMAGES_PER_PROCESS, most))
     if asked is not None:
-        if isinstance(asked, bool) or not isinstance(asked, int) or asked < 1:
-            raise PyramidError(f"images_at_once must be an integer >= 1, got {asked!r}")
+        _check_count("images_at_once", asked)
         most = max(1, options.memory_budget // MIN_MEMORY_BUDGET)
         return max(1, min(asked, images, most))
     # A small image spends most of its time waiting for the disk (its lock, journal, flush
