@@ -8,10 +8,13 @@ wrote, keyed by the image's path relative to the dataset, so tests compare with 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import zarr
+
+from imaging import reference_pyramid
 
 FIELD_SHAPE = (2, 48, 40)
 LABEL_SHAPE = (48, 40)
@@ -158,6 +161,19 @@ def listed_levels(path: Path) -> list[str]:
 def read_level(image: Path, index: int) -> np.ndarray:
     """Level ``index`` of an image, opened by zarr-python as the array its metadata lists."""
     return zarr.open_array(image / listed_levels(image)[index], mode="r")[...]
+
+
+def assert_built(root: Path, data: dict[str, np.ndarray], levels: int) -> None:
+    """Every image of ``data`` lists ``levels`` levels equal to numpy's (mean; mode for
+    labels), and holds nothing of a build (no build folder, no leftover)."""
+    for name, level0 in data.items():
+        is_label = "/labels/" in name
+        factors = (2, 2) if is_label else (1, 2, 2)
+        expected = reference_pyramid(level0, factors, levels, "mode" if is_label else "mean")
+        assert len(listed_levels(root / name)) == levels, name
+        for k in range(1, levels):
+            np.testing.assert_array_equal(read_level(root / name, k), expected[k], err_msg=name)
+        assert not [n for n in os.listdir(root / name) if n.startswith(".napari-pyramids")]
 
 
 def validate_image(image: Path) -> None:

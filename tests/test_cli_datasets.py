@@ -9,24 +9,11 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import faultkit
-from imaging import reference_pyramid
 from napari_pyramids.cli import main
-from plates import listed_levels, ome_zarr_plate, read_level, validate_image, validate_plate
-
-
-def assert_built(root, data, levels):
-    for name, level0 in data.items():
-        is_label = "/labels/" in name
-        factors = (2, 2) if is_label else (1, 2, 2)
-        expected = reference_pyramid(level0, factors, levels, "mode" if is_label else "mean")
-        assert len(listed_levels(root / name)) == levels, name
-        for k in range(1, levels):
-            np.testing.assert_array_equal(read_level(root / name, k), expected[k], err_msg=name)
-        assert not [n for n in os.listdir(root / name) if n.startswith(".napari-pyramids")]
+from plates import assert_built, ome_zarr_plate, validate_image, validate_plate
 
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])

@@ -11,11 +11,10 @@ import psutil
 import pytest
 
 import faultkit
-from imaging import reference_pyramid
 from napari_pyramids import PyramidError, build_dataset
 from napari_pyramids.dataset_build import BUILT, CANCELLED, FAILED, processes_for
 from napari_pyramids.options import BuildOptions
-from plates import listed_levels, ome_zarr_plate, read_level, validate_image, validate_plate
+from plates import assert_built, listed_levels, ome_zarr_plate, validate_image, validate_plate
 
 WELLS = ("A/1", "A/2", "B/1", "B/2")
 
@@ -27,17 +26,6 @@ def workers_of(pid: int) -> list[psutil.Process]:
         for p in psutil.Process(pid).children(recursive=True)
         if any("dataset_processes" in part for part in p.cmdline())
     ]
-
-
-def assert_built(root, data, levels):
-    for name, level0 in data.items():
-        is_label = "/labels/" in name
-        factors = (2, 2) if is_label else (1, 2, 2)
-        expected = reference_pyramid(level0, factors, levels, "mode" if is_label else "mean")
-        assert len(listed_levels(root / name)) == levels, name
-        for k in range(1, levels):
-            np.testing.assert_array_equal(read_level(root / name, k), expected[k], err_msg=name)
-        assert not [n for n in os.listdir(root / name) if n.startswith(".napari-pyramids-b")]
 
 
 def whole_or_untouched(root, data, levels):
