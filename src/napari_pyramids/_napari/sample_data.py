@@ -24,6 +24,9 @@ CHUNK = 512
 # Samples whose chunks a thread is writing: their path -> (done, level 0 computed lazily).
 _WRITING: dict[Path, tuple[threading.Event, Any]] = {}
 
+# Z planes of the sample.
+DEPTH = 4
+
 
 def sample_planes(size: int, depth: int, seed: int = 0) -> np.ndarray:
     """CZYX uint16 planes with smooth structures and shot noise, chunk by chunk."""
@@ -116,7 +119,7 @@ def lazy_sample(size: int, depth: int, seed: int = 0) -> Any:
 
 
 def write_sample_image(
-    path: str | os.PathLike[str], *, zarr_format: int = 2, size: int = 2048, depth: int = 4
+    path: str | os.PathLike[str], *, zarr_format: int = 2, size: int = 2048, depth: int = DEPTH
 ) -> Path:
     """Write the sample image (level 0 only, NGFF 0.4 or 0.5) and return its path."""
     path = Path(path)
@@ -180,7 +183,7 @@ def begin_sample(
     *,
     zarr_format: int = 2,
     size: int = 2048,
-    depth: int = 4,
+    depth: int = DEPTH,
     into: np.ndarray | None = None,
 ) -> Iterator[tuple[int, int]]:
     """Write the sample's metadata and empty level 0 now; return a generator writing its chunks.

@@ -18,7 +18,7 @@ import numpy as np
 from napari.qt.threading import create_worker
 
 from ..layers import CHANNEL_KEY, PATH_KEY, layer_data
-from ..sample_data import CHANNELS, begin_sample
+from ..sample_data import CHANNELS, DEPTH, begin_sample
 
 # Up to this size (4 x 4096² uint16 a channel, 256 MiB in all) the sample's layers hold level
 # 0 in memory; a larger one is read back from disk as it lands.
@@ -99,17 +99,15 @@ def sample_data(size: int = 2048, zarr_format: int = 2) -> list:
     folder = Path(tempfile.mkdtemp(prefix="napari-pyramids-sample-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     path = folder / "sample.ome.zarr"
-    if size > IN_MEMORY_SIZE:
-        # Too large to keep a copy (the memory would outweigh the stall it saves): read back.
-        write_in_background(path, begin_sample(path, zarr_format=zarr_format, size=size))
-        return layer_data(path)
-    depth = 4
-    level0 = np.zeros((len(CHANNELS), depth, size, size), dtype=np.uint16)
-    planes = begin_sample(path, zarr_format=zarr_format, size=size, depth=depth, into=level0)
-    layers = [
-        (level0[kwargs["metadata"][CHANNEL_KEY]], kwargs, kind)
-        for _, kwargs, kind in layer_data(path)
-    ]
+    level0 = None
+    if size <= IN_MEMORY_SIZE:  # larger, the copy would outweigh the stall it saves
+        level0 = np.zeros((len(CHANNELS), DEPTH, size, size), dtype=np.uint16)
+    planes = begin_sample(path, zarr_format=zarr_format, size=size, into=level0)
+    layers = layer_data(path)
+    if level0 is not None:
+        layers = [
+            (level0[kwargs["metadata"][CHANNEL_KEY]], kwargs, kind) for _, kwargs, kind in layers
+        ]
     write_in_background(path, planes)
     return layers
 
