@@ -19,6 +19,7 @@ from napari.qt.threading import create_worker
 
 from ..layers import CHANNEL_KEY, PATH_KEY, layer_data
 from ..sample_data import CHANNELS, DEPTH, begin_sample
+from .idle import collect_when_idle
 
 # Up to this size (4 x 4096² uint16 a channel, 256 MiB in all) the sample's layers hold level
 # 0 in memory; a larger one is read back from disk as it lands.
@@ -36,6 +37,7 @@ def write_in_background(path: Path, planes: Iterator[tuple[int, int]]) -> Any:
     worker.yielded.connect(lambda plane: _refresh_layers(path, plane))
     worker.finished.connect(lambda: _RUNNING.discard(worker))
     worker.finished.connect(lambda: _refresh_layers(path, None))
+    worker.finished.connect(collect_when_idle)  # the sample's layers and chunks made many
     _RUNNING.add(worker)
     worker.start()
     return worker

@@ -63,6 +63,7 @@ from ..texts import (
 )
 from .dataset_runner import DatasetEnd, DatasetRunner, reload_dataset_layers
 from .editor import LabelEditor
+from .idle import IdleCollection
 from .runner import BLOCK_STEPS, BuildEnd, BuildRunner, reload_layers
 from .text import notification_text, plain_label
 from .worker import BuildWorker
@@ -153,6 +154,9 @@ class PyramidBuilder(Container):
         self._redraw = QTimer()
         self._redraw.setSingleShot(True)
         self._redraw.setInterval(REDRAW_MS)
+        # The objects the widget's work leaves are collected while the viewer is quiet, not
+        # by a full collection Python would start in the user's next click.
+        self._idle = IdleCollection(busy=self._working, parent=self.native)
 
         self._picker.changed.connect(self._refresh_choices)
         self._preview.updated.connect(self.events.preview_updated.emit)
@@ -195,6 +199,17 @@ class PyramidBuilder(Container):
     def preview_layers(self) -> Sequence[Layer]:
         """The preview layers on show (empty if none)."""
         return self._preview.layers
+
+    def _working(self) -> bool:
+        """Whether a build, an update or the preview's tiles are still under way."""
+        pyramid = self._preview.pyramid
+        return (
+            self._runner.running
+            or self._datasets.running
+            or self.editor.running
+            or self._debounce.isActive()
+            or (pyramid is not None and pyramid.busy)
+        )
 
     @contextmanager
     def _updating(self) -> Iterator[None]:
@@ -391,6 +406,7 @@ class PyramidBuilder(Container):
             layer.refresh(thumbnail=idle, extent=False, highlight=False)
         if pyramid is not None and pyramid.error is not None:
             self._say(preview_failed_text(pyramid.error))
+        self._idle.soon()
         self.events.preview_redrawn.emit()
 
     # ----------------------------------------------------------------- build
@@ -539,6 +555,7 @@ class PyramidBuilder(Container):
     # ----------------------------------------------------------------- status
     def _say(self, text: str) -> None:
         self.status.value = visible_text(text)
+        self._idle.soon()
 
     def _refuse(self, message: str) -> None:
         # Said once in the widget: a reason the summary shows already is pointed at.
