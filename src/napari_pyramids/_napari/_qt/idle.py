@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 
-from qtpy.QtCore import QObject, Qt, QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QApplication
 
 __all__ = ["IDLE_MS", "IdleCollection", "collect_when_idle"]
@@ -30,23 +30,24 @@ class IdleCollection:
     """Run a full collection once ``busy()`` is false and nothing asked for :meth:`soon`
     for ``idle_ms``; a held mouse button (a drag on the canvas) waits too."""
 
-    def __init__(
-        self,
-        busy: Callable[[], bool] | None = None,
-        idle_ms: int = IDLE_MS,
-        parent: QObject | None = None,
-    ) -> None:
+    def __init__(self, busy: Callable[[], bool] | None = None, idle_ms: int = IDLE_MS) -> None:
         self._busy = busy
-        self._timer = QTimer(parent)  # a closed widget's timer goes with it
+        self._closed = False
+        # No Qt parent: a widget closed while a build finishes may still ask for soon(),
+        # and a timer deleted with its parent would raise then; close() stops it instead.
+        self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(idle_ms)
         self._timer.timeout.connect(self._collect)
 
     def soon(self) -> None:
         """Work that made many objects went on: collect after the next quiet ``idle_ms``."""
-        self._timer.start()
+        if not self._closed:
+            self._timer.start()
 
-    def stop(self) -> None:
+    def close(self, *_: object) -> None:
+        """Collect no more (the widget it serves is gone)."""
+        self._closed = True
         self._timer.stop()
 
     def _collect(self) -> None:

@@ -156,7 +156,8 @@ class PyramidBuilder(Container):
         self._redraw.setInterval(REDRAW_MS)
         # The objects the widget's work leaves are collected while the viewer is quiet, not
         # by a full collection Python would start in the user's next click.
-        self._idle = IdleCollection(busy=self._working, parent=self.native)
+        self._idle = IdleCollection(busy=self._working)
+        self.native.destroyed.connect(self._idle.close)
 
         self._picker.changed.connect(self._refresh_choices)
         self._preview.updated.connect(self.events.preview_updated.emit)
