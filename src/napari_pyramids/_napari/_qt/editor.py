@@ -174,7 +174,7 @@ class LabelEditor:
         """Write pending edits, then refresh the picked image's pyramid in a thread worker:
         for the regions painted here, or else for every change the record finds."""
         builder = self._builder
-        if self.running or builder._runner.running or builder._datasets.running:
+        if builder.writing:
             builder._refuse(UPDATE_BUSY)
             return
         root = root_or_none(builder.image.value)
@@ -249,7 +249,7 @@ class LabelEditor:
     # ----------------------------------------------------------------- staleness
     def check_stale(self) -> bool:
         """Say whether the picked image's pyramid is older than its level 0; returns it."""
-        if self.running or self._builder._runner.running or self._builder._datasets.running:
+        if self._builder.writing:
             return False
         root = root_or_none(self._builder.image.value)
         stale = root is not None and bool(level0_changed(root))

@@ -201,16 +201,15 @@ class PyramidBuilder(Container):
         """The preview layers on show (empty if none)."""
         return self._preview.layers
 
+    @property
+    def writing(self) -> bool:
+        """Whether a build (of one image or several) or a pyramid update is running."""
+        return self._runner.running or self._datasets.running or self.editor.running
+
     def _working(self) -> bool:
         """Whether a build, an update or the preview's tiles are still under way."""
         pyramid = self._preview.pyramid
-        return (
-            self._runner.running
-            or self._datasets.running
-            or self.editor.running
-            or self._debounce.isActive()
-            or (pyramid is not None and pyramid.busy)
-        )
+        return self.writing or self._debounce.isActive() or (pyramid is not None and pyramid.busy)
 
     @contextmanager
     def _updating(self) -> Iterator[None]:
@@ -413,7 +412,7 @@ class PyramidBuilder(Container):
     # ----------------------------------------------------------------- build
     def start_build(self, *_: Any) -> None:
         """Check the request, then build in a thread worker; refuse clearly if it cannot."""
-        if self._runner.running or self._datasets.running or self.editor.running:
+        if self.writing:
             self._refuse(BUSY)
             return
         if self._root is None:
